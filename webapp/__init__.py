@@ -1,0 +1,78 @@
+"""Scoreline: scoring assessments in stages on background workers, live."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import event
+
+from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
+from webapp.extensions import csrf, db, htmx, login_manager, migrate
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: config from the environment (then `test_config`), extensions, blueprints."""
+    app = Flask(
+        __name__,
+        instance_path=str(INSTANCE_DIR),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.from_object(Config())
+    if test_config:
+        app.config.update(test_config)
+        if (
+            "SQLALCHEMY_DATABASE_URI" in test_config
+            and "SQLALCHEMY_ENGINE_OPTIONS" not in test_config
+        ):
+            from webapp.config import engine_options
+
+            app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+                test_config["SQLALCHEMY_DATABASE_URI"]
+            )
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    logging.getLogger("webapp").setLevel(logging.INFO)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    with app.app_context():
+        _tune_sqlite(db.engine)
+
+    from webapp import auth, cli, queues
+    from webapp.api import api_bp
+    from webapp.api.problems import init_app as init_error_handlers
+    from webapp.views import init_app as init_views
+
+    queues.init_app(app)
+    auth.init_app(app)
+    app.register_blueprint(api_bp)
+    init_views(app)
+    init_error_handlers(app)
+    cli.init_app(app)
+
+    @app.get("/healthz")
+    def healthz():
+        """The process is up."""
+        return {"status": "ok"}
+
+    return app
+
+
+def _tune_sqlite(engine) -> None:
+    """WAL and foreign keys on every SQLite connection, so web and worker share the file safely."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()

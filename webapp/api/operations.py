@@ -1,0 +1,44 @@
+"""Operations: long-running work a client polls."""
+
+from __future__ import annotations
+
+from flask_login import current_user
+
+from webapp.api import api_bp
+from webapp.errors import Forbidden, OperationNotFound
+from webapp.extensions import db
+from webapp.models import Operation
+from webapp.models.base import isoformat
+
+
+def get_operation(operation_id: int) -> Operation:
+    """The operation if the caller may see it: 404 if it doesn't exist, 403 if it isn't theirs."""
+    operation = db.session.get(Operation, operation_id)
+    if operation is None:
+        raise OperationNotFound(f"No operation has id {operation_id}.")
+    if operation.user_id != current_user.id and not current_user.is_admin:
+        raise Forbidden("This operation belongs to another account.")
+    return operation
+
+
+def operation_to_dict(operation: Operation) -> dict:
+    """The API's view of an operation: exactly one of result / error_message once done."""
+    done = operation.done
+    return {
+        "id": operation.id,
+        "operation_type": operation.operation_type,
+        "status": operation.status,
+        "progress": 100 if done else operation.progress,
+        "done": done,
+        "result": operation.result if done and operation.error_message is None else None,
+        "error_message": operation.error_message if done else None,
+        "assessment_id": operation.assessment_id,
+        "created_at": isoformat(operation.created_at),
+        "updated_at": isoformat(operation.updated_at),
+    }
+
+
+@api_bp.get("/operations/<int:operation_id>")
+def show_operation(operation_id: int):
+    """Poll an operation."""
+    return operation_to_dict(get_operation(operation_id))

@@ -1,0 +1,60 @@
+"""`flask --app wsgi ...` commands: seed-demo, create-user, create-token."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import ApiToken, Role, User
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands."""
+    app.cli.add_command(seed_demo_command)
+    app.cli.add_command(create_user_command)
+    app.cli.add_command(create_token_command)
+
+
+@click.command("seed-demo")
+def seed_demo_command() -> None:
+    """Create the demo accounts and question sets (idempotent)."""
+    from webapp.demo import DEMO_ADMIN, DEMO_STUDENT, seed_demo
+
+    for line in seed_demo() or ["demo data already present"]:
+        click.echo(line)
+    click.echo(f"admin:   {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}")
+    click.echo(f"student: {DEMO_STUDENT[0]} / {DEMO_STUDENT[1]}")
+
+
+@click.command("create-user")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.STUDENT.value)
+def create_user_command(email: str, password: str, role: str) -> None:
+    """Create an account."""
+    if db.session.scalar(select(User).where(User.email == email)):
+        raise click.ClickException(f"a user with email {email} already exists")
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    user = User(email=email, role=Role(role))
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"created {role} {email}")
+
+
+@click.command("create-token")
+@click.option("--email", required=True)
+@click.option("--name", default="cli")
+def create_token_command(email: str, name: str) -> None:
+    """Create an API token for an account; the token alone is printed on the last line."""
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    row, plain = ApiToken.issue(user, name=name)
+    db.session.add(row)
+    db.session.commit()
+    click.echo(f"token for {email} (shown once):", err=True)
+    click.echo(plain)

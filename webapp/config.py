@@ -1,0 +1,89 @@
+"""Every setting, read from the environment, with its default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = Path(os.environ.get("SCORELINE_INSTANCE", PROJECT_ROOT / "instance"))
+
+
+def _int(name: str, default: int) -> int:
+    """Read an integer setting, failing loudly on garbage rather than guessing."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    """Read a float setting, failing loudly on garbage."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _int_list(name: str, default: str) -> list[int]:
+    """Read a comma-separated list of whole seconds."""
+    raw = os.environ.get(name) or default
+    try:
+        return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError as exc:
+        raise RuntimeError(f"{name} must be comma-separated seconds, got {raw!r}") from exc
+
+
+def database_url() -> str:
+    """DATABASE_URL, or a SQLite file under instance/."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return f"sqlite:///{INSTANCE_DIR / 'scoreline.db'}"
+    # Heroku-style URLs name the dialect "postgres"; SQLAlchemy wants the psycopg 3 driver.
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+class Config:
+    """Settings for one app instance; `create_app(test_config)` may override any of them."""
+
+    def __init__(self) -> None:
+        self.SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+        self.SQLALCHEMY_DATABASE_URI = database_url()
+        self.REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+        self.OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip()
+        self.OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "").strip() or None
+        self.OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini").strip()
+        self.OPENAI_TIMEOUT = _float("OPENAI_TIMEOUT", 30.0)
+        self.OPENAI_MAX_RETRIES = _int("OPENAI_MAX_RETRIES", 4)
+        self.WEBHOOK_TIMEOUT = _float("WEBHOOK_TIMEOUT", 15.0)
+        self.WEBHOOK_RETRY_SCHEDULE = _int_list(
+            "WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"
+        )
+        self.WEBHOOK_ALLOWED_CIDRS = [
+            c.strip() for c in os.environ.get("WEBHOOK_ALLOWED_CIDRS", "").split(",") if c.strip()
+        ]
+        self.WEBHOOK_DISABLE_AFTER = _int("WEBHOOK_DISABLE_AFTER", 432000)
+        self.IDEMPOTENCY_TTL = _int("IDEMPOTENCY_TTL", 86400)
+        self.HISTORY_RETENTION = _int("HISTORY_RETENTION", 604800)
+        self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.WTF_CSRF_TIME_LIMIT = None  # tokens live as long as the session
+
+
+def engine_options(url: str) -> dict:
+    """Pool settings per dialect: SQLite gets a busy timeout so web and worker share the file."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}

@@ -1,0 +1,90 @@
+"""Accounts: users with a role, and the API tokens they own."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from webapp.extensions import db
+from webapp.models.base import UTCDateTime, utcnow
+
+TOKEN_PREFIX = "sl_"
+
+
+class Role(enum.StrEnum):
+    """What an account may do: students see their own work, admins see everything."""
+
+    STUDENT = "student"
+    ADMIN = "admin"
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
+    import base64
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class User(UserMixin, db.Model):
+    """A person who logs in: a student taking assessments or an admin running the service."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(String(16), default=Role.STUDENT)
+    # Signs callbacks registered on this account's assessments (shown on the account page).
+    signing_secret: Mapped[str] = mapped_column(String(64), default=new_signing_secret)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", lazy="raise_on_sql")
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of the password, never the password."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """True when the password matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins see and manage everything."""
+        return self.role == Role.ADMIN
+
+
+def hash_token(token: str) -> str:
+    """Tokens are high-entropy, so a plain SHA-256 is the right (fast, constant-cost) hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API, stored hashed; the plain token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+    @classmethod
+    def issue(cls, user: User, name: str = "") -> tuple[ApiToken, str]:
+        """Create a token row for `user`; returns the row and the plain token (shown once)."""
+        plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = cls(user_id=user.id, name=name, token_hash=hash_token(plain), hint=plain[:10])
+        return row, plain

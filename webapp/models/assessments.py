@@ -1,0 +1,77 @@
+"""Assessments: one student's attempt at a question set, and its responses."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from webapp.extensions import db
+from webapp.models.accounts import User
+from webapp.models.base import UTCDateTime, utcnow
+from webapp.models.questions import QuestionSet
+
+
+class AssessmentStatus(enum.StrEnum):
+    """Lifecycle of an assessment; responses can change only in `draft`."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        """True once scoring has ended, well or badly."""
+        return self in (AssessmentStatus.COMPLETED, AssessmentStatus.FAILED)
+
+
+class Assessment(db.Model):
+    """One student's attempt at a question set."""
+
+    __tablename__ = "assessments"
+    __table_args__ = (Index("ix_assessments_user_status", "user_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    question_set_id: Mapped[int] = mapped_column(ForeignKey("question_sets.id"))
+    status: Mapped[AssessmentStatus] = mapped_column(String(16), default=AssessmentStatus.DRAFT)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    missing_question_ids: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+    question_set: Mapped[QuestionSet] = relationship(lazy="joined", innerjoin=True)
+    responses: Mapped[list[Response]] = relationship(
+        back_populates="assessment", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def is_finished(self) -> bool:
+        """True once scoring has ended."""
+        return AssessmentStatus(self.status).finished
+
+    def answers(self) -> dict[int, str]:
+        """Question id -> answer text, for the answers given so far."""
+        return {r.question_id: r.answer for r in self.responses}
+
+
+class Response(db.Model):
+    """The answer to one question of an assessment (an option id or free text)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (UniqueConstraint("assessment_id", "question_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assessment_id: Mapped[int] = mapped_column(ForeignKey("assessments.id", ondelete="CASCADE"))
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"))
+    answer: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    assessment: Mapped[Assessment] = relationship(back_populates="responses")

@@ -1,0 +1,173 @@
+"""Loading, creating and answering assessments."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from webapp.errors import (
+    AssessmentLocked,
+    AssessmentNotFound,
+    Forbidden,
+    QuestionSetNotFound,
+    ValidationFailed,
+)
+from webapp.extensions import db
+from webapp.models import Assessment, AssessmentStatus, QuestionSet, QuestionType, Response, User
+from worker.stages.base import QuestionInput
+
+MAX_ANSWER_LENGTH = 20_000
+
+
+def get_assessment(assessment_id: int, user: User) -> Assessment:
+    """The assessment with this id if `user` may see it.
+
+    Raises AssessmentNotFound (404) when it does not exist and Forbidden (403) when it
+    belongs to another student; admins see every assessment.
+    """
+    assessment = db.session.get(Assessment, assessment_id)
+    if assessment is None:
+        raise AssessmentNotFound(f"No assessment has id {assessment_id}.")
+    if assessment.user_id != user.id and not user.is_admin:
+        raise Forbidden("This assessment belongs to another account.")
+    return assessment
+
+
+def list_assessments(user: User, status: str | None = None, limit: int = 100) -> list[Assessment]:
+    """The user's assessments, newest first; admins see everyone's."""
+    query = select(Assessment).order_by(Assessment.id.desc()).limit(limit)
+    if not user.is_admin:
+        query = query.where(Assessment.user_id == user.id)
+    if status:
+        if status not in set(AssessmentStatus):
+            raise ValidationFailed(
+                "Unknown status filter.",
+                errors=[{"field": "status", "message": f"must be one of {list(AssessmentStatus)}"}],
+            )
+        query = query.where(Assessment.status == status)
+    return list(db.session.scalars(query))
+
+
+def create_assessment(user: User, slug: object) -> Assessment:
+    """Start a draft assessment of the question set named by `slug`."""
+    if not isinstance(slug, str) or not slug.strip():
+        raise ValidationFailed(
+            "A question set slug is required.",
+            errors=[{"field": "question_set", "message": "must be a non-empty string"}],
+        )
+    question_set = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == slug.strip()))
+    if question_set is None:
+        raise QuestionSetNotFound(f"No question set is called {slug!r}.")
+    assessment = Assessment(user_id=user.id, question_set_id=question_set.id)
+    db.session.add(assessment)
+    db.session.commit()
+    return assessment
+
+
+def parse_responses(assessment: Assessment, payload: object) -> dict[int, str]:
+    """Validate `[{"question_id", "answer"}]` against the assessment's questions.
+
+    Raises ValidationFailed listing every field problem at once, so a client fixes them in one go.
+    """
+    if not isinstance(payload, list):
+        raise ValidationFailed(
+            "responses must be a list.",
+            errors=[{"field": "responses", "message": "must be a list of {question_id, answer}"}],
+        )
+    questions = {q.id: q for q in assessment.question_set.questions}
+    errors: list[dict] = []
+    answers: dict[int, str] = {}
+    for index, item in enumerate(payload):
+        where = f"responses[{index}]"
+        if not isinstance(item, dict):
+            errors.append({"field": where, "message": "must be an object"})
+            continue
+        qid, answer = item.get("question_id"), item.get("answer")
+        if not isinstance(qid, int) or isinstance(qid, bool) or qid not in questions:
+            errors.append({"field": f"{where}.question_id", "message": "unknown question id"})
+            continue
+        if answer is None:
+            answer = ""
+        if not isinstance(answer, str):
+            errors.append({"field": f"{where}.answer", "message": "must be a string or null"})
+            continue
+        if len(answer) > MAX_ANSWER_LENGTH:
+            errors.append(
+                {
+                    "field": f"{where}.answer",
+                    "message": f"longer than {MAX_ANSWER_LENGTH} characters",
+                }
+            )
+            continue
+        question = questions[qid]
+        if (
+            question.type == QuestionType.THEORETICAL
+            and answer
+            and answer not in question.option_ids()
+        ):
+            errors.append(
+                {
+                    "field": f"{where}.answer",
+                    "message": f"must be one of the option ids {sorted(question.option_ids())}",
+                }
+            )
+            continue
+        answers[qid] = answer
+    if errors:
+        raise ValidationFailed("Some responses are invalid.", errors=errors)
+    return answers
+
+
+def save_responses(assessment: Assessment, payload: object) -> Assessment:
+    """Merge answers into a draft; raises AssessmentLocked once it was submitted."""
+    if assessment.status != AssessmentStatus.DRAFT:
+        raise AssessmentLocked("Responses cannot change after the assessment was submitted.")
+    answers = parse_responses(assessment, payload)
+    existing = {r.question_id: r for r in assessment.responses}
+    for qid, answer in answers.items():
+        if qid in existing:
+            existing[qid].answer = answer
+        else:
+            assessment.responses.append(Response(question_id=qid, answer=answer))
+    db.session.commit()
+    return assessment
+
+
+def question_inputs(assessment: Assessment) -> list[QuestionInput]:
+    """The questions of an assessment with the answers given, as the stages take them."""
+    answers = assessment.answers()
+    return [
+        QuestionInput(
+            id=q.id,
+            type=q.type,
+            weight=q.weight,
+            prompt=q.prompt,
+            answer=answers.get(q.id, ""),
+            correct_option=q.correct_option,
+            topic=q.topic,
+            key_concepts=tuple(q.key_concepts or ()),
+        )
+        for q in assessment.question_set.questions
+    ]
+
+
+def assessment_to_dict(assessment: Assessment, *, with_questions: bool = True) -> dict:
+    """The API's view of an assessment."""
+    from webapp.models.base import isoformat
+
+    data = {
+        "id": assessment.id,
+        "question_set": assessment.question_set.slug,
+        "status": assessment.status,
+        "degraded": assessment.degraded,
+        "missing_question_ids": assessment.missing_question_ids or [],
+        "created_at": isoformat(assessment.created_at),
+        "submitted_at": isoformat(assessment.submitted_at),
+        "completed_at": isoformat(assessment.completed_at),
+        "responses": [
+            {"question_id": r.question_id, "answer": r.answer}
+            for r in sorted(assessment.responses, key=lambda r: r.question_id)
+        ],
+    }
+    if with_questions:
+        data["questions"] = [q.to_dict() for q in assessment.question_set.questions]
+    return data

@@ -1,0 +1,249 @@
+"""The scoring pipeline: stage runs, enqueueing them on RQ, and running each stage."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import current_app
+from rq import Queue
+from rq.job import Dependency
+from sqlalchemy.orm import selectinload
+
+from webapp.extensions import db
+from webapp.models import (
+    WORKER_STAGES,
+    Assessment,
+    AssessmentStatus,
+    Operation,
+    OperationStatus,
+    QuestionType,
+    Score,
+    Stage,
+    StageRun,
+    StageStatus,
+)
+from webapp.models.base import utcnow
+from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.services import progress
+from webapp.services.assessments import question_inputs
+from worker.stages import fusion, gpt, rag
+from worker.stages.base import StageError
+
+log = logging.getLogger(__name__)
+
+# Upper bounds for one run of each stage; RQ kills a job that overruns (and fusion still runs).
+JOB_TIMEOUTS = {Stage.GPT: 900, Stage.RAG: 120, Stage.FUSION: 120}
+STAGE_JOB = "worker.jobs.run_stage"
+
+
+def add_stage_runs(operation: Operation, *, rule_result: dict) -> None:
+    """Create the operation's four stage runs: rule_score done inline, the rest queued."""
+    now = utcnow()
+    db.session.add(
+        StageRun(
+            operation_id=operation.id,
+            name=Stage.RULE_SCORE,
+            status=StageStatus.COMPLETED,
+            percentage=100,
+            started_at=now,
+            completed_at=now,
+            result=rule_result,
+        )
+    )
+    for stage in WORKER_STAGES:
+        db.session.add(StageRun(operation_id=operation.id, name=stage, status=StageStatus.QUEUED))
+    db.session.flush()
+    db.session.refresh(operation, attribute_names=["stage_runs"])
+    progress.refresh_operation_progress(operation)
+
+
+def job_id_for(run: StageRun) -> str:
+    """RQ job id of a stage run: stable, so enqueueing the same run twice replaces, not doubles."""
+    return f"stage-{run.id}"
+
+
+def enqueue_pipeline(operation: Operation) -> bool:
+    """Enqueue gpt and rag in parallel and fusion after both (even if one fails).
+
+    Returns False, leaving the operation pending, when Redis is unreachable: the database is the
+    source of truth and the watchdog enqueues it once Redis is back.
+    """
+    runs = {run.name: run for run in operation.stage_runs}
+    queue = Queue(SCORING_QUEUE, connection=get_redis())
+    try:
+        parallel = [
+            queue.enqueue(
+                STAGE_JOB,
+                runs[stage].id,
+                job_id=job_id_for(runs[stage]),
+                job_timeout=JOB_TIMEOUTS[stage],
+                description=f"{stage.value} for operation {operation.id}",
+            )
+            for stage in (Stage.GPT, Stage.RAG)
+        ]
+        queue.enqueue(
+            STAGE_JOB,
+            runs[Stage.FUSION].id,
+            job_id=job_id_for(runs[Stage.FUSION]),
+            job_timeout=JOB_TIMEOUTS[Stage.FUSION],
+            depends_on=Dependency(jobs=parallel, allow_failure=True),
+            description=f"fusion for operation {operation.id}",
+        )
+    except redis.RedisError:
+        log.warning("Redis unreachable; operation %s stays pending", operation.id, exc_info=True)
+        db.session.rollback()
+        return False
+    now = utcnow()
+    for stage in WORKER_STAGES:
+        runs[stage].job_id = job_id_for(runs[stage])
+        runs[stage].enqueued_at = now
+    db.session.commit()
+    return True
+
+
+def run_stage(stage_run_id: int) -> None:
+    """Run one worker stage of an operation; safe to run twice (a finished stage is left alone)."""
+    run = db.session.get(StageRun, stage_run_id, options=[selectinload(StageRun.operation)])
+    if run is None:
+        log.warning("stage run %s no longer exists; nothing to do", stage_run_id)
+        return
+    if StageStatus(run.status).finished:
+        log.info("stage run %s already %s; not running it again", run.id, run.status)
+        return
+    progress.start_stage(run)
+    assessment = db.session.get(Assessment, run.operation.assessment_id)
+    try:
+        if run.name == Stage.GPT:
+            _run_gpt(run, assessment)
+        elif run.name == Stage.RAG:
+            _run_rag(run, assessment)
+        elif run.name == Stage.FUSION:
+            _run_fusion(run, assessment)
+        else:
+            raise StageError(f"{run.name} is not a worker stage")
+    except StageError as exc:
+        db.session.rollback()
+        _fail(run.id, str(exc))
+        raise
+    except Exception as exc:
+        db.session.rollback()
+        _fail(run.id, f"Unexpected error in the {run.name} stage: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _fail(stage_run_id: int, error: str) -> None:
+    """Record a stage failure; a failed fusion ends the assessment as failed (never stuck)."""
+    run = db.session.get(StageRun, stage_run_id, populate_existing=True)
+    progress.fail_stage(run, error)
+    if run.name == Stage.FUSION:
+        _finish(run.operation, report=None, error=error)
+    db.session.commit()
+
+
+def essay_scorer() -> gpt.EssayScorer:
+    """The OpenAI scorer when a key is configured, else the offline rubric scorer."""
+    config = current_app.config
+    if not config.get("OPENAI_API_KEY"):
+        return gpt.OfflineScorer()
+    import openai
+
+    client = openai.OpenAI(
+        api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
+    )
+    return gpt.OpenAIScorer(
+        client,
+        config["OPENAI_MODEL"],
+        max_retries=config["OPENAI_MAX_RETRIES"],
+        timeout=config["OPENAI_TIMEOUT"],
+    )
+
+
+def _run_gpt(run: StageRun, assessment: Assessment) -> None:
+    """Score every essay on the rubric, with progress per essay."""
+    essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
+    if not essays:
+        progress.complete_stage(run, {"essays": [], "scorer": None}, skipped=True)
+        db.session.commit()
+        return
+    scorer = essay_scorer()
+    results = gpt.score_essays(essays, scorer, lambda pct: progress.record_progress(run, pct))
+    db.session.query(Score).filter_by(operation_id=run.operation_id, stage=Stage.GPT).delete()
+    for result in results:
+        db.session.add(
+            Score(
+                operation_id=run.operation_id,
+                question_id=result["question_id"],
+                stage=Stage.GPT,
+                points=result["points"],
+                max_points=result["max_points"],
+                detail=result,
+            )
+        )
+    progress.complete_stage(run, {"essays": results, "scorer": scorer.name})
+    db.session.commit()
+
+
+def _run_rag(run: StageRun, assessment: Assessment) -> None:
+    """Recommend learning resources for the student's weak areas."""
+    found = rag.recommend(
+        question_inputs(assessment), on_progress=lambda pct: progress.record_progress(run, pct)
+    )
+    progress.complete_stage(run, {"recommendations": found})
+    db.session.commit()
+
+
+def _run_fusion(run: StageRun, assessment: Assessment) -> None:
+    """Write the final report; a gpt or rag stage that failed (or vanished) makes it degraded."""
+    operation = run.operation
+    reasons = []
+    if assessment.missing_question_ids:
+        reasons.append(f"{len(assessment.missing_question_ids)} question(s) were not answered.")
+    upstream = {r.name: r for r in operation.stage_runs}
+    for stage in (Stage.GPT, Stage.RAG):
+        other = upstream[stage]
+        if not StageStatus(other.status).finished:
+            # Its job ended without reporting (worker killed, job timeout): say so, don't wait.
+            progress.fail_stage(other, "The worker running this stage stopped before finishing.")
+        if other.status == StageStatus.FAILED:
+            reasons.append(f"The {stage.value} stage failed: {other.error}")
+    progress.record_progress(run, 30)
+    questions = question_inputs(assessment)
+    essay_ids = [q.id for q in questions if q.type == QuestionType.ESSAY]
+    gpt_result = upstream[Stage.GPT].result or {}
+    rag_result = upstream[Stage.RAG].result or {}
+    report = fusion.build_report(
+        assessment_id=assessment.id,
+        rule_items=(upstream[Stage.RULE_SCORE].result or {}).get("items", []),
+        essays=gpt_result.get("essays", [])
+        if upstream[Stage.GPT].status != StageStatus.FAILED
+        else [],
+        essay_question_ids=essay_ids,
+        essay_weights={q.id: q.weight for q in questions if q.type == QuestionType.ESSAY},
+        recommendations=rag_result.get("recommendations", [])
+        if upstream[Stage.RAG].status != StageStatus.FAILED
+        else [],
+        degraded_reasons=reasons,
+    )
+    progress.complete_stage(run, {"total": report["total"], "max_total": report["max_total"]})
+    _finish(operation, report=report, error=None)
+    db.session.commit()
+
+
+def _finish(operation: Operation, *, report: dict | None, error: str | None) -> None:
+    """End the operation and its assessment in the same transaction as the last stage."""
+    now = utcnow()
+    assessment = db.session.get(Assessment, operation.assessment_id)
+    if error is None:
+        operation.status = OperationStatus.COMPLETED
+        operation.result = report
+        operation.error_message = None
+        assessment.status = AssessmentStatus.COMPLETED
+        assessment.degraded = bool(report and report["degraded"])
+    else:
+        operation.status = OperationStatus.FAILED
+        operation.result = None
+        operation.error_message = error
+        assessment.status = AssessmentStatus.FAILED
+    assessment.completed_at = now
+    progress.refresh_operation_progress(operation)

@@ -1,0 +1,162 @@
+"""Stage transitions and the status view: every status change of the pipeline goes through here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import (
+    STAGE_WEIGHTS,
+    Assessment,
+    AssessmentStatus,
+    Operation,
+    OperationStatus,
+    Stage,
+    StageRun,
+    StageStatus,
+)
+from webapp.models.base import isoformat, utcnow
+
+# How the RQ-facing job list names each stage status.
+JOB_STATUS = {
+    StageStatus.PENDING: "deferred",
+    StageStatus.QUEUED: "queued",
+    StageStatus.IN_PROGRESS: "started",
+    StageStatus.COMPLETED: "finished",
+    StageStatus.FAILED: "failed",
+    StageStatus.SKIPPED: "canceled",
+}
+
+
+def overall_progress(runs: Sequence[StageRun], finished: bool) -> int:
+    """Weighted sum of stage percentages; failed and skipped stages count as done.
+
+    It is 100 exactly when the assessment is finished, and at most 99 before that, so a client
+    never sees 100 on something still running.
+    """
+    if finished:
+        return 100
+    total = 0.0
+    for run in runs:
+        done = 100 if StageStatus(run.status).finished else run.percentage
+        total += STAGE_WEIGHTS[Stage(run.name)] * done / 100
+    return min(int(total), 99)
+
+
+def latest_operation(assessment_id: int) -> Operation | None:
+    """The assessment's newest scoring operation (a rescore supersedes a submission)."""
+    return db.session.scalar(
+        select(Operation)
+        .where(Operation.assessment_id == assessment_id)
+        .order_by(Operation.id.desc())
+        .limit(1)
+    )
+
+
+def start_stage(run: StageRun) -> None:
+    """Mark a stage in progress, and its operation and assessment as processing."""
+    now = utcnow()
+    run.status = StageStatus.IN_PROGRESS
+    run.started_at = run.started_at or now
+    run.error = None
+    operation = run.operation
+    if operation.status == OperationStatus.PENDING:
+        operation.status = OperationStatus.PROCESSING
+    assessment = db.session.get(Assessment, operation.assessment_id)
+    if assessment is not None and assessment.status == AssessmentStatus.SUBMITTED:
+        assessment.status = AssessmentStatus.PROCESSING
+    refresh_operation_progress(operation)
+    db.session.commit()
+
+
+def record_progress(run: StageRun, percentage: int) -> None:
+    """Store a stage's partial progress; it never goes down and stays below 100 until done."""
+    value = max(run.percentage, min(int(percentage), 99))
+    if value != run.percentage:
+        run.percentage = value
+        refresh_operation_progress(run.operation)
+        db.session.commit()
+
+
+def complete_stage(run: StageRun, result: dict | None, *, skipped: bool = False) -> None:
+    """Mark a stage completed (or skipped) with its output; the caller commits."""
+    run.status = StageStatus.SKIPPED if skipped else StageStatus.COMPLETED
+    run.percentage = 100
+    run.result = result
+    run.error = None
+    run.completed_at = utcnow()
+    refresh_operation_progress(run.operation)
+
+
+def fail_stage(run: StageRun, error: str) -> None:
+    """Mark a stage failed with an error in words; the caller commits."""
+    run.status = StageStatus.FAILED
+    run.error = error
+    run.completed_at = utcnow()
+    refresh_operation_progress(run.operation)
+
+
+def refresh_operation_progress(operation: Operation) -> None:
+    """Keep the operation's progress equal to the weighted stage progress."""
+    operation.progress = overall_progress(operation.stage_runs, operation.done)
+
+
+def status_view(assessment: Assessment) -> dict:
+    """The body of `GET /assessments/{id}/status`: two queries, no N+1."""
+    finished = assessment.is_finished
+    operation = (
+        None if assessment.status == AssessmentStatus.DRAFT else latest_operation(assessment.id)
+    )
+    runs = list(operation.stage_runs) if operation else []
+    by_name = {run.name: run for run in runs}
+    stages = []
+    for stage in Stage:
+        run = by_name.get(stage)
+        if run is None:
+            stages.append(
+                {"name": stage.value, "status": StageStatus.PENDING.value, "percentage": 0,
+                 "started_at": None, "completed_at": None, "error": None}
+            )  # fmt: skip
+            continue
+        stages.append(
+            {
+                "name": stage.value,
+                "status": run.status,
+                "percentage": 100 if StageStatus(run.status).finished else run.percentage,
+                "started_at": isoformat(run.started_at),
+                "completed_at": isoformat(run.completed_at),
+                "error": run.error,
+            }
+        )
+    stamps = [assessment.updated_at] + [r.updated_at for r in runs]
+    if operation:
+        stamps.append(operation.updated_at)
+    return {
+        "assessment_id": assessment.id,
+        "status": assessment.status,
+        "overall_progress": overall_progress(runs, finished),
+        "stages": stages,
+        "jobs": [
+            {
+                "job_type": run.name,
+                "status": JOB_STATUS[StageStatus(run.status)],
+                "created_at": isoformat(run.enqueued_at),
+                "completed_at": isoformat(run.completed_at),
+            }
+            for run in runs
+            if run.job_id
+        ],
+        "operation_id": operation.id if operation else None,
+        "degraded": assessment.degraded,
+        "updated_at": isoformat(max(s for s in stamps if s is not None)),
+    }
+
+
+def etag_for(body: dict) -> str:
+    """A strong validator for a JSON body: the hash of its canonical form."""
+    digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode(), usedforsecurity=False)
+    return digest.hexdigest()[:20]

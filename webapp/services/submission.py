@@ -1,0 +1,140 @@
+"""Submitting an assessment: rule score inline, exactly one scoring operation, work enqueued."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from webapp.extensions import db
+from webapp.models import (
+    Assessment,
+    AssessmentStatus,
+    Operation,
+    OperationType,
+    Score,
+    Stage,
+    User,
+)
+from webapp.models.base import utcnow
+from webapp.services import pipeline
+from webapp.services.assessments import parse_responses, question_inputs, save_responses
+from worker.stages.rule_score import missing_question_ids, rule_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What a submit did: the operation, and whether this call created it."""
+
+    assessment: Assessment
+    operation: Operation
+    created: bool
+
+    def to_dict(self) -> dict:
+        """The submit response body (SPEC 3)."""
+        rule_run = self.operation.stage(Stage.RULE_SCORE)
+        body = {
+            "assessment_id": self.assessment.id,
+            "status": self.assessment.status,
+            "rule_score": rule_run.result if rule_run else None,
+            "degraded": self.assessment.degraded,
+            "missing_question_ids": self.assessment.missing_question_ids or [],
+            "operation": {"id": self.operation.id, "status": self.operation.status},
+        }
+        if not self.created:
+            body["message"] = "already submitted"
+        return body
+
+
+def submission_key(assessment_id: int) -> str:
+    """The dedupe key that makes a second scoring operation for one submission impossible."""
+    return f"assessment:{assessment_id}:submission"
+
+
+def submit_assessment(
+    assessment: Assessment, user: User, responses: object = None
+) -> SubmitOutcome:
+    """Lock the assessment, score the rule-scored questions, and start the pipeline.
+
+    Safe under concurrency: the draft -> submitted flip is one conditional UPDATE, so exactly one
+    caller wins; the unique dedupe key on the operation backs that up. Everyone else gets the
+    winner's operation.
+    """
+    if responses is not None:
+        if assessment.status == AssessmentStatus.DRAFT:
+            save_responses(assessment, responses)
+        else:
+            parse_responses(assessment, responses)  # still a 422 for garbage, but nothing changes
+    assessment_id = assessment.id
+    # End any read transaction so the UPDATE below is the first statement of a new one
+    # (SQLite can then wait on its busy timeout instead of failing a read-to-write upgrade).
+    db.session.commit()
+    flipped = db.session.execute(
+        update(Assessment)
+        .where(Assessment.id == assessment_id, Assessment.status == AssessmentStatus.DRAFT)
+        .values(status=AssessmentStatus.SUBMITTED, submitted_at=utcnow(), updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if flipped.rowcount != 1:
+        db.session.rollback()
+        return _existing_outcome(assessment_id)
+    try:
+        operation = _create_scoring_operation(assessment_id, user)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return _existing_outcome(assessment_id)
+    pipeline.enqueue_pipeline(operation)
+    assessment = db.session.get(Assessment, assessment_id)
+    return SubmitOutcome(assessment=assessment, operation=operation, created=True)
+
+
+def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
+    """Inside the submit transaction: rule score, degraded flags, the operation and its stages."""
+    assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
+    inputs = question_inputs(assessment)
+    score = rule_score(inputs)
+    missing = missing_question_ids(inputs)
+    assessment.degraded = bool(missing)
+    assessment.missing_question_ids = missing
+    operation = Operation(
+        operation_type=OperationType.ASSESSMENT_SCORING,
+        assessment_id=assessment_id,
+        user_id=assessment.user_id,
+        dedupe_key=submission_key(assessment_id),
+        params={"trigger": "submit", "requested_by": user.id},
+    )
+    db.session.add(operation)
+    db.session.flush()
+    pipeline.add_stage_runs(operation, rule_result=score.to_dict())
+    for item in score.items:
+        db.session.add(
+            Score(
+                operation_id=operation.id,
+                question_id=item["question_id"],
+                stage=Stage.RULE_SCORE,
+                points=item["points"],
+                max_points=item["max_points"],
+                detail=item,
+            )
+        )
+    return operation
+
+
+def _existing_outcome(assessment_id: int) -> SubmitOutcome:
+    """The submission that already happened (200 "already submitted")."""
+    assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
+    operation = db.session.scalar(
+        select(Operation).where(Operation.dedupe_key == submission_key(assessment_id))
+    )
+    if operation is None:  # submitted before, then rescored and the original pruned: use newest
+        operation = db.session.scalar(
+            select(Operation)
+            .where(Operation.assessment_id == assessment_id)
+            .order_by(Operation.id.desc())
+        )
+    return SubmitOutcome(assessment=assessment, operation=operation, created=False)

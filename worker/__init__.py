@@ -1,0 +1,1 @@
+"""Scoreline's RQ worker: `python -m worker`."""

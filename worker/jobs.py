@@ -1,0 +1,35 @@
+"""RQ entry points. Each takes ids, never objects, and runs inside the worker's app context."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from webapp.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def in_session(func):
+    """Give each job a clean database session and end it afterwards, whatever happens."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            db.session.remove()
+
+    return wrapper
+
+
+@in_session
+def run_stage(stage_run_id: int) -> None:
+    """Run one pipeline stage (gpt, rag or fusion) of an operation."""
+    from webapp.services.pipeline import run_stage as run
+
+    run(stage_run_id)
+
+
+def noop() -> None:
+    """Does nothing; the benchmarks' baseline job."""

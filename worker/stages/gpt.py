@@ -1,0 +1,203 @@
+"""The `gpt` stage: each essay scored on the rubric, by the OpenAI API or the offline scorer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from worker.stages.base import ProgressCallback, QuestionInput, StageError, no_progress
+from worker.stages.rubric import DIMENSIONS, EssayScore, score_essay_offline
+
+log = logging.getLogger(__name__)
+
+RUBRIC_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": list(DIMENSIONS),
+    "properties": {
+        name: {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["score", "rationale"],
+            "properties": {
+                "score": {"type": "integer", "minimum": 0, "maximum": 10},
+                "rationale": {"type": "string"},
+            },
+        }
+        for name in DIMENSIONS
+    },
+}
+
+SYSTEM_PROMPT = (
+    "You are a fair, precise teacher grading a student's essay answer. Score it on four "
+    "dimensions, each an integer from 0 to 10 with a one-sentence rationale: relevance (does it "
+    "answer the question and cover its key concepts), depth (explanation, reasoning, examples), "
+    "clarity (structure and readability), technical (correct use of technical terms). "
+    "Answer with JSON only, matching the schema."
+)
+
+
+class EssayScorer(Protocol):
+    """Scores one essay answer on the rubric."""
+
+    name: str
+
+    def score(self, essay: QuestionInput) -> EssayScore: ...
+
+
+class OfflineScorer:
+    """The deterministic offline rubric scorer, used when no OpenAI key is configured."""
+
+    def __init__(self) -> None:
+        self.name = score_essay_offline("", (), "").scorer
+
+    def score(self, essay: QuestionInput) -> EssayScore:
+        """Score with the offline rubric."""
+        return score_essay_offline(essay.prompt, essay.key_concepts, essay.answer)
+
+
+class OpenAIScorer:
+    """Scores essays with the OpenAI chat API, retrying transient failures with backoff."""
+
+    def __init__(
+        self,
+        client,
+        model: str,
+        *,
+        max_retries: int = 4,
+        timeout: float = 30.0,
+        max_total_seconds: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.name = f"openai:{model}"
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.max_total_seconds = max_total_seconds
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.calls = 0
+
+    def score(self, essay: QuestionInput) -> EssayScore:
+        """One structured-output call per attempt; transient failures are retried, then raised."""
+        started = time.monotonic()
+        last_problem = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            retry_after: float | None = None
+            try:
+                return self._ask(essay)
+            except _Retryable as exc:
+                last_problem, retry_after = str(exc), exc.retry_after
+            delay = self._delay(attempt, retry_after)
+            spent = time.monotonic() - started
+            if attempt == self.max_retries or spent + delay > self.max_total_seconds:
+                break
+            log.warning("gpt: %s; retrying in %.2fs", last_problem, delay)
+            self.sleep(delay)
+        raise StageError(
+            f"The OpenAI API did not give a usable answer after {attempt + 1} "
+            f"attempt{'s' if attempt else ''} ({last_problem})."
+        )
+
+    def _ask(self, essay: QuestionInput) -> EssayScore:
+        """Make one call and validate its answer."""
+        import openai
+
+        self.calls += 1
+        try:
+            completion = self.client.chat.completions.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": _user_message(essay)},
+                ],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "rubric", "strict": True, "schema": RUBRIC_SCHEMA},
+                },
+                temperature=0,
+                timeout=self.timeout,
+            )
+        except openai.APITimeoutError as exc:
+            raise _Retryable(f"timed out after {self.timeout:g}s") from exc
+        except openai.APIConnectionError as exc:
+            raise _Retryable(f"connection failed: {exc}") from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise _Retryable(
+                    f"HTTP {exc.status_code}", _retry_after(exc.response.headers)
+                ) from exc
+            raise StageError(
+                f"The OpenAI API refused the request (HTTP {exc.status_code})."
+            ) from exc
+        content = (completion.choices[0].message.content or "") if completion.choices else ""
+        try:
+            return EssayScore.from_dict({"scorer": self.name, "rubric": json.loads(content)})
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _Retryable(f"malformed rubric JSON: {exc}") from exc
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter, or the server's Retry-After within bounds."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), 60.0)
+        return min(30.0, 0.5 * 2**attempt) * self.rng.uniform(0.5, 1.5)
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds form), if present and sane."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return float(raw) * scale
+            except ValueError:
+                continue
+    return None
+
+
+def _user_message(essay: QuestionInput) -> str:
+    """The question, its key concepts and the student's answer, clearly delimited."""
+    concepts = ", ".join(essay.key_concepts) or "(none listed)"
+    return (
+        f"Question:\n{essay.prompt}\n\nKey concepts a strong answer covers: {concepts}\n\n"
+        f"Student answer (between the markers):\n<<<\n{essay.answer}\n>>>"
+    )
+
+
+def score_essays(
+    essays: Sequence[QuestionInput],
+    scorer: EssayScorer,
+    on_progress: ProgressCallback = no_progress,
+) -> list[dict]:
+    """Score each essay, reporting progress after each; returns one result per essay."""
+    results = []
+    for done, essay in enumerate(essays, start=1):
+        # A blank answer needs no model call: it scores zero on every dimension.
+        rubric = scorer.score(essay) if essay.answered else score_essay_offline("", (), "")
+        mean = rubric.mean()
+        results.append(
+            {
+                "question_id": essay.id,
+                "scorer": rubric.scorer,
+                "rubric": rubric.to_dict()["rubric"],
+                "mean": round(mean, 2),
+                "points": round(essay.weight * mean / 10, 2),
+                "max_points": essay.weight,
+            }
+        )
+        on_progress(done * 100 // len(essays))
+    return results

@@ -1,0 +1,48 @@
+"""The `rag` stage: learning resources for the student's weak areas, from the knowledge base."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from worker.stages.base import ProgressCallback, QuestionInput, no_progress
+from worker.stages.retrieval import WeakAreas, default_knowledge_base
+
+
+def weak_areas(questions: Sequence[QuestionInput]) -> WeakAreas:
+    """Missed theoretical topics, essay content, and key concepts the essays did not mention."""
+    missed = []
+    essays = []
+    missing_concepts = []
+    for q in questions:
+        if q.type == "theoretical":
+            if not q.answered or q.answer.strip() != (q.correct_option or ""):
+                missed.append(q.topic)
+        elif q.type == "essay":
+            if q.answered:
+                essays.append(q.answer)
+            text = _normalise(q.answer)
+            missing_concepts += [c for c in q.key_concepts if _normalise(c) not in text]
+            if not q.answered and q.topic:
+                missed.append(q.topic)
+    return WeakAreas(
+        missed_topics=tuple(dict.fromkeys(t for t in missed if t)),
+        essay_texts=tuple(essays),
+        missing_concepts=tuple(dict.fromkeys(missing_concepts)),
+    )
+
+
+def recommend(
+    questions: Sequence[QuestionInput], limit: int = 5, on_progress: ProgressCallback = no_progress
+) -> list[dict]:
+    """Recommendations (title, provider, url, source_id, passage, score), best first."""
+    weak = weak_areas(questions)
+    on_progress(40)
+    found = default_knowledge_base().recommend(weak, limit=limit)
+    on_progress(90)
+    return [r.to_dict() for r in found]
+
+
+def _normalise(text: str) -> str:
+    """Lowercase with hyphens and runs of whitespace as single spaces, for concept matching."""
+    return re.sub(r"[\s\-_]+", " ", (text or "").lower())
