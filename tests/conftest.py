@@ -79,7 +79,7 @@ def redis_db_url(base: str, number: int) -> str:
     """The same server, another logical database: isolates queues between worker setups."""
     parts = urlsplit(base)
     if parts.scheme == "unix":
-        return urlunsplit(parts._replace(query=f"db={number}"))
+        return f"unix://{parts.path}?db={number}"
     return urlunsplit(parts._replace(path=f"/{number}"))
 
 
@@ -330,3 +330,13 @@ def worker_factory(base_dir, db_url, redis_server, app):
     yield factory
     for process in started:
         process.stop()
+
+
+@pytest.fixture()
+def openai_server():
+    """A real OpenAI-compatible HTTP server with scripted replies, for the real `openai` client."""
+    from tests.openai_server import OpenAICompatibleServer
+
+    server = OpenAICompatibleServer()
+    yield server
+    server.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 from flask import Flask
 from sqlalchemy import select
 
@@ -18,6 +19,7 @@ def init_app(app: Flask) -> None:
 
 
 @click.command("seed-demo")
+@with_appcontext
 def seed_demo_command() -> None:
     """Create the demo accounts and question sets (idempotent)."""
     from webapp.demo import DEMO_ADMIN, DEMO_STUDENT, seed_demo
@@ -29,6 +31,7 @@ def seed_demo_command() -> None:
 
 
 @click.command("create-user")
+@with_appcontext
 @click.option("--email", required=True)
 @click.option("--password", required=True)
 @click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.STUDENT.value)
@@ -46,6 +49,7 @@ def create_user_command(email: str, password: str, role: str) -> None:
 
 
 @click.command("create-token")
+@with_appcontext
 @click.option("--email", required=True)
 @click.option("--name", default="cli")
 def create_token_command(email: str, name: str) -> None:

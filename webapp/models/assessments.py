@@ -46,10 +46,10 @@ class Assessment(db.Model):
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
-    question_set: Mapped[QuestionSet] = relationship(lazy="joined", innerjoin=True)
+    user: Mapped[User] = relationship()
+    question_set: Mapped[QuestionSet] = relationship()
     responses: Mapped[list[Response]] = relationship(
-        back_populates="assessment", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="assessment", cascade="all, delete-orphan"
     )
 
     @property

@@ -30,7 +30,7 @@ class QuestionSet(db.Model):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     questions: Mapped[list[Question]] = relationship(
-        back_populates="question_set", order_by="Question.position", lazy="selectin"
+        back_populates="question_set", order_by="Question.position"
     )
 
     def to_dict(self) -> dict:

@@ -1,0 +1,43 @@
+# Scoreline: `make run` to try it, `make test` to check it. Both create .venv themselves.
+SHELL := /bin/bash
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+export FLASK_APP := wsgi
+
+.PHONY: setup run test lint bench chromium clean
+
+setup: $(VENV)/.installed ## create .venv with runtime and test dependencies
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+run: setup ## migrate, load demo data, start web + worker on embedded SQLite and Redis
+	$(BIN)/flask db upgrade
+	$(BIN)/flask seed-demo
+	@echo
+	@echo "  Scoreline: http://127.0.0.1:$(PORT)   (Ctrl-C stops web and worker)"
+	@echo "  Webhooks to 127.0.0.0/8 are allowed here (WEBHOOK_ALLOWED_CIDRS=$${WEBHOOK_ALLOWED_CIDRS:-127.0.0.0/8})."
+	@echo
+	WEBHOOK_ALLOWED_CIDRS=$${WEBHOOK_ALLOWED_CIDRS:-127.0.0.0/8} PATH=$(CURDIR)/$(BIN):$$PATH \
+		$(BIN)/honcho start -f Procfile -p $(PORT)
+
+chromium: ## make sure a Chromium exists for the browser tests, and say which one
+	@bash .ci/ensure-chromium
+
+test: setup chromium ## the whole suite, browser tests included
+	CHROMIUM_PATH=$$(bash .ci/ensure-chromium --path) $(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup ## benchmarks against same-run baselines
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
