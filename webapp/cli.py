@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-from flask.cli import with_appcontext
 from flask import Flask
+from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from webapp.extensions import db

@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from webapp.api import api_bp, json_body
 from webapp.errors import ResultNotReady, ValidationFailed
-from webapp.services import progress
+from webapp.services import history, progress
 from webapp.services.assessments import (
     assessment_to_dict,
     create_assessment,
@@ -94,3 +94,32 @@ def result(assessment_id: int):
         detail = operation.error_message if operation else "No report was produced."
         raise ResultNotReady(f"Scoring failed and produced no report: {detail}")
     return operation.result
+
+
+@api_bp.get("/assessments/<int:assessment_id>/history")
+def assessment_history(assessment_id: int):
+    """Every status change of the assessment, its stages and operation, newest first (max 100)."""
+    assessment = get_assessment(assessment_id, current_user)
+    events = history.for_assessment(assessment.id)
+    return {
+        "assessment_id": assessment.id,
+        "history": [e.to_dict() for e in events],
+        "event_count": len(events),
+    }
+
+
+@api_bp.get("/events/recent")
+def recent_events():
+    """Events of the last `hours` (default 24, 1-720) on the caller's assessments; admins: all."""
+    raw = request.args.get("hours", "24")
+    try:
+        hours = int(raw)
+    except ValueError:
+        hours = -1
+    if not 1 <= hours <= 720:
+        raise ValidationFailed(
+            "hours must be a whole number from 1 to 720.",
+            errors=[{"field": "hours", "message": "must be an integer from 1 to 720"}],
+        )
+    events = history.recent(current_user, hours)
+    return {"events": [e.to_dict() for e in events], "count": len(events), "hours": hours}

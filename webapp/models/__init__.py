@@ -2,6 +2,7 @@
 
 from webapp.models.accounts import ApiToken, Role, User
 from webapp.models.assessments import Assessment, AssessmentStatus, Response
+from webapp.models.history import Entity, HistoryEvent
 from webapp.models.operations import (
     STAGE_LABELS,
     STAGE_WEIGHTS,
@@ -23,6 +24,8 @@ __all__ = [
     "ApiToken",
     "Assessment",
     "AssessmentStatus",
+    "Entity",
+    "HistoryEvent",
     "Operation",
     "OperationStatus",
     "OperationType",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
 from webapp.models import (
+    STAGE_LABELS,
     WORKER_STAGES,
     Assessment,
     AssessmentStatus,
@@ -25,7 +26,7 @@ from webapp.models import (
 )
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
-from webapp.services import progress
+from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
 from worker.stages import fusion, gpt, rag
 from worker.stages.base import StageError
@@ -56,6 +57,15 @@ def add_stage_runs(operation: Operation, *, rule_result: dict) -> None:
     db.session.flush()
     db.session.refresh(operation, attribute_names=["stage_runs"])
     progress.refresh_operation_progress(operation)
+    history.operation_changed(operation, "Scoring operation created.")
+    for run in operation.stage_runs:
+        label = STAGE_LABELS[Stage(run.name)]
+        if run.name == Stage.RULE_SCORE:
+            history.stage_changed(
+                run, f"{label}: {rule_result['score']:g} of {rule_result['max_score']:g} points."
+            )
+        else:
+            history.stage_changed(run, f"{label} queued.")
 
 
 def job_id_for(run: StageRun) -> str:
@@ -247,3 +257,12 @@ def _finish(operation: Operation, *, report: dict | None, error: str | None) -> 
         assessment.status = AssessmentStatus.FAILED
     assessment.completed_at = now
     progress.refresh_operation_progress(operation)
+    if error is None:
+        summary = (
+            f"Scored {report['total']:g} of {report['max_total']:g} ({report['percentage']:g}%)"
+        )
+        summary += ", degraded." if report["degraded"] else "."
+    else:
+        summary = f"Scoring failed: {error}"
+    history.operation_changed(operation, summary)
+    history.assessment_changed(assessment, operation, summary)

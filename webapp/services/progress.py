@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.models import (
+    STAGE_LABELS,
     STAGE_WEIGHTS,
     Assessment,
     AssessmentStatus,
@@ -20,6 +21,7 @@ from webapp.models import (
     StageStatus,
 )
 from webapp.models.base import isoformat, utcnow
+from webapp.services import history
 
 # How the RQ-facing job list names each stage status.
 JOB_STATUS = {
@@ -64,12 +66,15 @@ def start_stage(run: StageRun) -> None:
     run.started_at = run.started_at or now
     run.error = None
     operation = run.operation
+    refresh_operation_progress(operation)
     if operation.status == OperationStatus.PENDING:
         operation.status = OperationStatus.PROCESSING
+        history.operation_changed(operation, "Scoring started on a worker.")
     assessment = db.session.get(Assessment, operation.assessment_id)
     if assessment is not None and assessment.status == AssessmentStatus.SUBMITTED:
         assessment.status = AssessmentStatus.PROCESSING
-    refresh_operation_progress(operation)
+        history.assessment_changed(assessment, operation, "Scoring started.")
+    history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
     db.session.commit()
 
 
@@ -90,6 +95,8 @@ def complete_stage(run: StageRun, result: dict | None, *, skipped: bool = False)
     run.error = None
     run.completed_at = utcnow()
     refresh_operation_progress(run.operation)
+    label = STAGE_LABELS[Stage(run.name)]
+    history.stage_changed(run, f"{label} skipped: nothing to do." if skipped else f"{label} done.")
 
 
 def fail_stage(run: StageRun, error: str) -> None:
@@ -98,6 +105,7 @@ def fail_stage(run: StageRun, error: str) -> None:
     run.error = error
     run.completed_at = utcnow()
     refresh_operation_progress(run.operation)
+    history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} failed: {error}")
 
 
 def refresh_operation_progress(operation: Operation) -> None:

@@ -12,6 +12,7 @@ from webapp.extensions import db
 from webapp.models import (
     Assessment,
     AssessmentStatus,
+    Entity,
     Operation,
     OperationType,
     Score,
@@ -19,7 +20,7 @@ from webapp.models import (
     User,
 )
 from webapp.models.base import utcnow
-from webapp.services import pipeline
+from webapp.services import history, pipeline
 from webapp.services.assessments import parse_responses, question_inputs, save_responses
 from worker.stages.rule_score import missing_question_ids, rule_score
 
@@ -101,6 +102,16 @@ def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
     missing = missing_question_ids(inputs)
     assessment.degraded = bool(missing)
     assessment.missing_question_ids = missing
+    history.record(
+        Entity.ASSESSMENT,
+        AssessmentStatus.SUBMITTED,
+        assessment_id=assessment_id,
+        entity_id=assessment_id,
+        message=f"Submitted with {len(missing)} unanswered question(s)."
+        if missing
+        else "Submitted with every question answered.",
+        metadata={"missing_question_ids": missing},
+    )
     operation = Operation(
         operation_type=OperationType.ASSESSMENT_SCORING,
         assessment_id=assessment_id,
