@@ -31,6 +31,7 @@ from webapp.extensions import db
 from webapp.models import (
     ApiToken,
     Assessment,
+    AuditEntry,
     HistoryEvent,
     Operation,
     Response,
@@ -130,7 +131,7 @@ def clean_tables(request, app):
     yield
     with app.app_context():
         db.session.rollback()
-        for model in (HistoryEvent, Score, StageRun, Operation, Response, Assessment):
+        for model in (AuditEntry, HistoryEvent, Score, StageRun, Operation, Response, Assessment):
             db.session.execute(delete(model))
         db.session.commit()
 

@@ -26,9 +26,12 @@ def in_session(func):
 @in_session
 def run_stage(stage_run_id: int) -> None:
     """Run one pipeline stage (gpt, rag or fusion) of an operation."""
+    from rq import get_current_job
+
     from webapp.services.pipeline import run_stage as run
 
-    run(stage_run_id)
+    job = get_current_job()
+    run(stage_run_id, job_id=job.id if job else None)
 
 
 def noop() -> None:

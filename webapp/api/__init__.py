@@ -52,4 +52,4 @@ def require_admin() -> None:
         raise Forbidden("This needs an admin account.")
 
 
-from webapp.api import assessments, operations, question_sets  # noqa: E402,F401  (registers routes)
+from webapp.api import assessments, audit, operations, question_sets  # noqa: E402,F401  (routes)

@@ -2,6 +2,7 @@
 
 from webapp.models.accounts import ApiToken, Role, User
 from webapp.models.assessments import Assessment, AssessmentStatus, Response
+from webapp.models.audit import AuditEntry
 from webapp.models.history import Entity, HistoryEvent
 from webapp.models.operations import (
     STAGE_LABELS,
@@ -24,6 +25,7 @@ __all__ = [
     "ApiToken",
     "Assessment",
     "AssessmentStatus",
+    "AuditEntry",
     "Entity",
     "HistoryEvent",
     "Operation",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 import redis
 from flask import current_app
@@ -68,9 +69,9 @@ def add_stage_runs(operation: Operation, *, rule_result: dict) -> None:
             history.stage_changed(run, f"{label} queued.")
 
 
-def job_id_for(run: StageRun) -> str:
-    """RQ job id of a stage run: stable, so enqueueing the same run twice replaces, not doubles."""
-    return f"stage-{run.id}"
+def new_job_id(run: StageRun) -> str:
+    """A fresh RQ job id for a stage run; only the id stored on the run may run it."""
+    return f"stage-{run.id}-{secrets.token_hex(4)}"
 
 
 def enqueue_pipeline(operation: Operation) -> bool:
@@ -80,13 +81,17 @@ def enqueue_pipeline(operation: Operation) -> bool:
     source of truth and the watchdog enqueues it once Redis is back.
     """
     runs = {run.name: run for run in operation.stage_runs}
+    # Ids are stored before enqueueing, so a worker that picks a job up at once finds its id.
+    for stage in WORKER_STAGES:
+        runs[stage].job_id = new_job_id(runs[stage])
+    db.session.commit()
     queue = Queue(SCORING_QUEUE, connection=get_redis())
     try:
         parallel = [
             queue.enqueue(
                 STAGE_JOB,
                 runs[stage].id,
-                job_id=job_id_for(runs[stage]),
+                job_id=runs[stage].job_id,
                 job_timeout=JOB_TIMEOUTS[stage],
                 description=f"{stage.value} for operation {operation.id}",
             )
@@ -95,7 +100,7 @@ def enqueue_pipeline(operation: Operation) -> bool:
         queue.enqueue(
             STAGE_JOB,
             runs[Stage.FUSION].id,
-            job_id=job_id_for(runs[Stage.FUSION]),
+            job_id=runs[Stage.FUSION].job_id,
             job_timeout=JOB_TIMEOUTS[Stage.FUSION],
             depends_on=Dependency(jobs=parallel, allow_failure=True),
             description=f"fusion for operation {operation.id}",
@@ -106,17 +111,23 @@ def enqueue_pipeline(operation: Operation) -> bool:
         return False
     now = utcnow()
     for stage in WORKER_STAGES:
-        runs[stage].job_id = job_id_for(runs[stage])
         runs[stage].enqueued_at = now
     db.session.commit()
     return True
 
 
-def run_stage(stage_run_id: int) -> None:
-    """Run one worker stage of an operation; safe to run twice (a finished stage is left alone)."""
+def run_stage(stage_run_id: int, job_id: str | None = None) -> None:
+    """Run one worker stage of an operation; safe to run twice (a finished stage is left alone).
+
+    `job_id` is the RQ job running it: a job that is no longer the stage's current job (it was
+    re-enqueued since, or its row is gone) does nothing.
+    """
     run = db.session.get(StageRun, stage_run_id, options=[selectinload(StageRun.operation)])
     if run is None:
         log.warning("stage run %s no longer exists; nothing to do", stage_run_id)
+        return
+    if job_id is not None and run.job_id != job_id:
+        log.warning("job %s is stale for stage run %s; skipping", job_id, run.id)
         return
     if StageStatus(run.status).finished:
         log.info("stage run %s already %s; not running it again", run.id, run.status)

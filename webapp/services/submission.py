@@ -20,8 +20,9 @@ from webapp.models import (
     User,
 )
 from webapp.models.base import utcnow
-from webapp.services import history, pipeline
+from webapp.services import audit, history, pipeline
 from webapp.services.assessments import parse_responses, question_inputs, save_responses
+from webapp.services.audit import Action
 from worker.stages.rule_score import missing_question_ids, rule_score
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,13 @@ def submit_assessment(
         return _existing_outcome(assessment_id)
     pipeline.enqueue_pipeline(operation)
     assessment = db.session.get(Assessment, assessment_id)
+    audit.record(
+        Action.ASSESSMENT_SUBMITTED,
+        actor=user,
+        entity_type="assessment",
+        entity_id=assessment_id,
+        details={"operation_id": operation.id, "degraded": assessment.degraded},
+    )
     return SubmitOutcome(assessment=assessment, operation=operation, created=True)
 
 
