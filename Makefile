@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: setup run test lint bench chromium clean
+.PHONY: setup run stop test lint bench chromium clean
 
 setup: $(VENV)/.installed ## create .venv with runtime and test dependencies
 
@@ -25,6 +25,10 @@ run: setup ## migrate, load demo data, start web + worker on embedded SQLite and
 	@echo
 	WEBHOOK_ALLOWED_CIDRS=$${WEBHOOK_ALLOWED_CIDRS:-127.0.0.0/8} PATH=$(CURDIR)/$(BIN):$$PATH \
 		$(BIN)/honcho start -f Procfile -p $(PORT)
+
+stop: ## stop the embedded Redis server that `make run` started (it outlives web and worker)
+	@$(BIN)/python -c "import redis, sys; redis.Redis(unix_socket_path='instance/redis.sock').shutdown()" \
+		2>/dev/null; echo "embedded Redis stopped (data saved in instance/redis.rdb)"
 
 chromium: ## make sure a Chromium exists for the browser tests, and say which one
 	@bash .ci/ensure-chromium
