@@ -52,4 +52,13 @@ def require_admin() -> None:
         raise Forbidden("This needs an admin account.")
 
 
-from webapp.api import assessments, audit, operations, question_sets  # noqa: E402,F401  (routes)
+def _load_routes() -> None:
+    """Import every module of this package so its routes attach to `api_bp`."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_load_routes()
