@@ -9,6 +9,7 @@ import redis
 from flask import current_app
 from rq import Queue
 from rq.job import Dependency
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
@@ -19,11 +20,13 @@ from webapp.models import (
     AssessmentStatus,
     Operation,
     OperationStatus,
+    OperationType,
     QuestionType,
     Score,
     Stage,
     StageRun,
     StageStatus,
+    User,
 )
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
@@ -31,6 +34,7 @@ from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
 from worker.stages import fusion, gpt, rag
 from worker.stages.base import StageError
+from worker.stages.rule_score import RuleScore, missing_question_ids, rule_score
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +84,55 @@ def enqueue_pipeline(operation: Operation) -> bool:
     Returns False, leaving the operation pending, when Redis is unreachable: the database is the
     source of truth and the watchdog enqueues it once Redis is back.
     """
+    return enqueue_stages(operation, WORKER_STAGES)
+
+
+def enqueue_stages(
+    operation: Operation,
+    stages: tuple[Stage, ...] | list[Stage],
+    also_wait_for: list[str] | None = None,
+) -> bool:
+    """Enqueue these worker stages of an operation with fresh job ids (fusion after the others).
+
+    Used for a new pipeline and by the watchdog for work whose job vanished; a job superseded by
+    a fresh id does nothing if it ever runs. Fusion also waits for `also_wait_for` (ids of jobs
+    still running). Returns False when Redis is unreachable.
+    """
     runs = {run.name: run for run in operation.stage_runs}
+    wanted = [stage for stage in WORKER_STAGES if stage in stages]
     # Ids are stored before enqueueing, so a worker that picks a job up at once finds its id.
-    for stage in WORKER_STAGES:
+    for stage in wanted:
         runs[stage].job_id = new_job_id(runs[stage])
+        runs[stage].enqueued_at = None
     db.session.commit()
     queue = Queue(SCORING_QUEUE, connection=get_redis())
     try:
-        parallel = [
-            queue.enqueue(
-                STAGE_JOB,
-                runs[stage].id,
-                job_id=runs[stage].job_id,
-                job_timeout=JOB_TIMEOUTS[stage],
-                description=f"{stage.value} for operation {operation.id}",
-            )
-            for stage in (Stage.GPT, Stage.RAG)
-        ]
-        queue.enqueue(
-            STAGE_JOB,
-            runs[Stage.FUSION].id,
-            job_id=runs[Stage.FUSION].job_id,
-            job_timeout=JOB_TIMEOUTS[Stage.FUSION],
-            depends_on=Dependency(jobs=parallel, allow_failure=True),
-            description=f"fusion for operation {operation.id}",
-        )
+        parallel = [_enqueue(queue, runs[stage]) for stage in wanted if stage != Stage.FUSION]
+        if Stage.FUSION in wanted:
+            upstream = [*parallel, *(also_wait_for or [])]
+            after = Dependency(jobs=upstream, allow_failure=True) if upstream else None
+            _enqueue(queue, runs[Stage.FUSION], depends_on=after)
     except redis.RedisError:
-        log.warning("Redis unreachable; operation %s stays pending", operation.id, exc_info=True)
+        log.warning("Redis unreachable; operation %s waits for the watchdog", operation.id)
         db.session.rollback()
         return False
     now = utcnow()
-    for stage in WORKER_STAGES:
+    for stage in wanted:
         runs[stage].enqueued_at = now
     db.session.commit()
     return True
+
+
+def _enqueue(queue: Queue, run: StageRun, depends_on: Dependency | None = None):
+    """Put one stage run's job on the queue."""
+    return queue.enqueue(
+        STAGE_JOB,
+        run.id,
+        job_id=run.job_id,
+        job_timeout=JOB_TIMEOUTS[Stage(run.name)],
+        depends_on=depends_on,
+        description=f"{run.name} for operation {run.operation_id}",
+    )
 
 
 def run_stage(stage_run_id: int, job_id: str | None = None) -> None:
@@ -132,17 +151,20 @@ def run_stage(stage_run_id: int, job_id: str | None = None) -> None:
     if StageStatus(run.status).finished:
         log.info("stage run %s already %s; not running it again", run.id, run.status)
         return
-    progress.start_stage(run)
-    assessment = db.session.get(Assessment, run.operation.assessment_id)
     try:
+        progress.start_stage(run)
+        assessment = db.session.get(Assessment, run.operation.assessment_id)
         if run.name == Stage.GPT:
-            _run_gpt(run, assessment)
+            _run_gpt(run, assessment, job_id)
         elif run.name == Stage.RAG:
-            _run_rag(run, assessment)
+            _run_rag(run, assessment, job_id)
         elif run.name == Stage.FUSION:
-            _run_fusion(run, assessment)
+            _run_fusion(run, assessment, job_id)
         else:
             raise StageError(f"{run.name} is not a worker stage")
+    except Superseded:
+        db.session.rollback()
+        log.warning("stage run %s was re-enqueued while job %s ran; result dropped", run.id, job_id)
     except StageError as exc:
         db.session.rollback()
         _fail(run.id, str(exc))
@@ -151,6 +173,24 @@ def run_stage(stage_run_id: int, job_id: str | None = None) -> None:
         db.session.rollback()
         _fail(run.id, f"Unexpected error in the {run.name} stage: {type(exc).__name__}: {exc}")
         raise
+
+
+class Superseded(Exception):
+    """The watchdog gave this stage run a new job while this one was running."""
+
+
+def ensure_current(run: StageRun, job_id: str | None) -> None:
+    """Before a stage writes its result: raise Superseded if another job now owns the stage."""
+    if job_id is None:
+        return
+    current = db.session.scalar(select(StageRun.job_id).where(StageRun.id == run.id))
+    if current != job_id:
+        raise Superseded(run.id)
+
+
+def give_up(run: StageRun, error: str) -> None:
+    """Fail a stage that keeps crashing its worker (the watchdog's last resort)."""
+    _fail(run.id, error)
 
 
 def _fail(stage_run_id: int, error: str) -> None:
@@ -180,7 +220,7 @@ def essay_scorer() -> gpt.EssayScorer:
     )
 
 
-def _run_gpt(run: StageRun, assessment: Assessment) -> None:
+def _run_gpt(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     """Score every essay on the rubric, with progress per essay."""
     essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
     if not essays:
@@ -189,6 +229,7 @@ def _run_gpt(run: StageRun, assessment: Assessment) -> None:
         return
     scorer = essay_scorer()
     results = gpt.score_essays(essays, scorer, lambda pct: progress.record_progress(run, pct))
+    ensure_current(run, job_id)
     db.session.query(Score).filter_by(operation_id=run.operation_id, stage=Stage.GPT).delete()
     for result in results:
         db.session.add(
@@ -205,18 +246,20 @@ def _run_gpt(run: StageRun, assessment: Assessment) -> None:
     db.session.commit()
 
 
-def _run_rag(run: StageRun, assessment: Assessment) -> None:
+def _run_rag(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     """Recommend learning resources for the student's weak areas."""
     found = rag.recommend(
         question_inputs(assessment), on_progress=lambda pct: progress.record_progress(run, pct)
     )
+    ensure_current(run, job_id)
     progress.complete_stage(run, {"recommendations": found})
     db.session.commit()
 
 
-def _run_fusion(run: StageRun, assessment: Assessment) -> None:
+def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     """Write the final report; a gpt or rag stage that failed (or vanished) makes it degraded."""
     operation = run.operation
+    ensure_current(run, job_id)
     reasons = []
     if assessment.missing_question_ids:
         reasons.append(f"{len(assessment.missing_question_ids)} question(s) were not answered.")
@@ -277,3 +320,45 @@ def _finish(operation: Operation, *, report: dict | None, error: str | None) -> 
         summary = f"Scoring failed: {error}"
     history.operation_changed(operation, summary)
     history.assessment_changed(assessment, operation, summary)
+
+
+def score_rules(assessment: Assessment) -> RuleScore:
+    """Rule-score the answers and flag what is missing; run inline by submit and by rescore."""
+    inputs = question_inputs(assessment)
+    missing = missing_question_ids(inputs)
+    assessment.degraded = bool(missing)
+    assessment.missing_question_ids = missing
+    return rule_score(inputs)
+
+
+def create_scoring_operation(
+    assessment: Assessment,
+    score: RuleScore,
+    *,
+    requested_by: User,
+    trigger: str,
+    dedupe_key: str | None = None,
+) -> Operation:
+    """A new scoring operation with its stage runs and rule-score rows; the caller commits."""
+    operation = Operation(
+        operation_type=OperationType.ASSESSMENT_SCORING,
+        assessment_id=assessment.id,
+        user_id=assessment.user_id,
+        dedupe_key=dedupe_key,
+        params={"trigger": trigger, "requested_by": requested_by.id},
+    )
+    db.session.add(operation)
+    db.session.flush()
+    add_stage_runs(operation, rule_result=score.to_dict())
+    for item in score.items:
+        db.session.add(
+            Score(
+                operation_id=operation.id,
+                question_id=item["question_id"],
+                stage=Stage.RULE_SCORE,
+                points=item["points"],
+                max_points=item["max_points"],
+                detail=item,
+            )
+        )
+    return operation

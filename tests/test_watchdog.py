@@ -1,0 +1,118 @@
+"""Nothing stuck: the watchdog re-enqueues work that Redis lost or never got."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from tests.conftest import redis_db_url
+from tests.test_pipeline import full_answers
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import StageRun
+from webapp.services.watchdog import reconcile
+
+pytestmark = pytest.mark.db
+
+
+def bearer(tokens, who="student"):
+    return {"Authorization": f"Bearer {tokens[who]}"}
+
+
+def submit_through(app, tokens) -> tuple[dict, dict]:
+    """Create, answer and submit an assessment through `app` (whatever Redis it is bound to)."""
+    client = app.test_client()
+    assessment = client.post(
+        "/api/v1/assessments", json={"question_set": "python-basics"}, headers=bearer(tokens)
+    ).get_json()
+    response = client.post(
+        f"/api/v1/assessments/{assessment['id']}/submit",
+        json={"responses": full_answers(assessment)},
+        headers=bearer(tokens),
+    )
+    assert response.status_code == 202, response.get_json()
+    return assessment, response.get_json()
+
+
+def test_submit_succeeds_while_redis_is_down_and_completes_once_it_is_back(
+    app, db_url, tokens, api, worker
+):
+    down = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    assessment, body = submit_through(down, tokens)
+    assert body["operation"]["status"] == "pending"
+    assert body["rule_score"]["max_score"] == 6.0
+    with app.app_context():
+        runs = db.session.scalars(
+            select(StageRun).where(StageRun.operation_id == body["operation"]["id"])
+        ).all()
+        waiting = {r.name for r in runs if r.enqueued_at is None and r.name != "rule_score"}
+        assert waiting == {"gpt", "rag", "fusion"}
+        # Redis is "back" (the session app's Redis, where the session worker listens).
+        report = reconcile(grace=timedelta(0))
+    assert [r.stages for r in report.repairs] == [["gpt", "rag", "fusion"]]
+    assert "never enqueued" in report.repairs[0].reason
+    status = api.wait_finished(assessment["id"])
+    assert status["status"] == "completed" and status["overall_progress"] == 100
+    history = api.get(f"/assessments/{assessment['id']}/history").json()["history"]
+    assert any(e["message"].startswith("Re-enqueued by the watchdog") for e in history)
+
+
+def test_work_lost_with_redis_data_is_re_enqueued(app, db_url, redis_server, tokens, api, worker):
+    lost_url = redis_db_url(redis_server, 7)
+    lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
+    assessment, _ = submit_through(lossy, tokens)
+    assert redis.Redis.from_url(lost_url).dbsize() > 0
+    redis.Redis.from_url(lost_url).flushdb()  # Redis lost its data before any worker ran it
+    with app.app_context():
+        report = reconcile(grace=timedelta(0))
+        assert "vanished" in report.repairs[0].reason
+        # A second pass right away finds nothing more to do: the new jobs are alive.
+        assert reconcile(grace=timedelta(0)).repairs == []
+    status = api.wait_finished(assessment["id"])
+    assert status["status"] == "completed"
+    assert status["degraded"] is False
+
+
+def test_reconcile_leaves_healthy_and_finished_work_alone(app, api, worker):
+    assessment = api.start()
+    api.post(
+        f"/assessments/{assessment['id']}/submit", json={"responses": full_answers(assessment)}
+    )
+    api.wait_finished(assessment["id"])
+    with app.app_context():
+        assert reconcile(grace=timedelta(0)).repairs == []
+
+
+def test_reconcile_with_redis_down_reports_it(db_url):
+    down = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    with down.app_context():
+        report = reconcile(grace=timedelta(0))
+    assert report.redis_down is True
+    assert "unreachable" in str(report)
+
+
+def test_work_that_keeps_vanishing_is_given_up_not_looped(app, db_url, redis_server, tokens, api):
+    lost_url = redis_db_url(redis_server, 6)
+    lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
+    assessment, body = submit_through(lossy, tokens)
+    with lossy.app_context():
+        for _ in range(3):  # every job keeps vanishing: each pass re-enqueues it
+            redis.Redis.from_url(lost_url).flushdb()
+            assert reconcile(grace=timedelta(0)).repairs[0].stages == ["gpt", "rag", "fusion"]
+        redis.Redis.from_url(lost_url).flushdb()
+        final = reconcile(grace=timedelta(0))
+    assert final.repairs[0].stages == []
+    status = api.get(f"/assessments/{assessment['id']}/status").json()
+    assert status["status"] == "failed" and status["overall_progress"] == 100
+    errors = {s["name"]: s["error"] for s in status["stages"] if s["status"] == "failed"}
+    assert set(errors) == {"gpt", "rag", "fusion"}
+    assert all(e.startswith("Gave up after 3 restarts") for e in errors.values())
+    operation = api.get(f"/operations/{body['operation']['id']}").json()
+    assert operation["status"] == "failed" and operation["error_message"]

@@ -1,0 +1,204 @@
+"""The watchdog: re-enqueues scoring work whose job vanished, died or was never enqueued.
+
+The database says what must happen; Redis only carries it. So for every unfinished stage the
+watchdog asks Redis whether its current job can still finish it, and enqueues a fresh job when
+not. Stage jobs are safe to run twice and a superseded job does nothing, so a false alarm costs a
+little work, never a double score.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import redis
+from flask import current_app
+from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import func, select
+
+from webapp.extensions import db
+from webapp.models import (
+    Entity,
+    HistoryEvent,
+    Operation,
+    OperationStatus,
+    OperationType,
+    Stage,
+    StageRun,
+    StageStatus,
+)
+from webapp.models.base import utcnow
+from webapp.queues import get_redis
+from webapp.services import history, pipeline
+
+log = logging.getLogger(__name__)
+
+# Work younger than this is left alone: it may be between its commit and its enqueue.
+GRACE = timedelta(seconds=10)
+# A stage re-enqueued this often is crashing its worker: fail it in words instead of looping.
+MAX_REPAIRS = 3
+REPAIR_MESSAGE = "Re-enqueued by the watchdog"
+# Job states from which a job will still run (or is running) by itself.
+ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
+
+
+@dataclass
+class Repair:
+    """What one reconcile pass did."""
+
+    operation_id: int
+    stages: list[str]
+    reason: str
+
+
+@dataclass
+class ReconcileReport:
+    """Every repair of one pass, and whether Redis could be reached at all."""
+
+    repairs: list[Repair] = field(default_factory=list)
+    redis_down: bool = False
+
+    def __str__(self) -> str:
+        if self.redis_down:
+            return "Redis is unreachable; nothing re-enqueued (will retry)."
+        if not self.repairs:
+            return "Nothing to repair."
+        return "\n".join(
+            f"operation {r.operation_id}: re-enqueued {', '.join(r.stages)} ({r.reason})"
+            for r in self.repairs
+        )
+
+
+def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
+    """Re-enqueue every unfinished scoring stage whose job can no longer finish it."""
+    report = ReconcileReport()
+    connection = get_redis()
+    try:
+        live_workers = _live_workers(connection)
+    except redis.RedisError:
+        report.redis_down = True
+        return report
+    cutoff = utcnow() - grace
+    operations = db.session.scalars(
+        select(Operation).where(
+            Operation.operation_type == OperationType.ASSESSMENT_SCORING,
+            Operation.status.in_([OperationStatus.PENDING, OperationStatus.PROCESSING]),
+            Operation.created_at < cutoff,
+        )
+    ).all()
+    for operation in operations:
+        try:
+            repair = _repair(operation, connection, live_workers, cutoff)
+        except redis.RedisError:
+            report.redis_down = True
+            db.session.rollback()
+            break
+        if repair:
+            report.repairs.append(repair)
+    return report
+
+
+def _repair(operation: Operation, connection, live_workers: set[str], cutoff) -> Repair | None:
+    """Re-enqueue what this operation needs, if anything."""
+    unfinished = [
+        run
+        for run in operation.stage_runs
+        if run.name != Stage.RULE_SCORE and not StageStatus(run.status).finished
+    ]
+    if not unfinished:
+        return None
+    lost: dict[Stage, str] = {}
+    for run in unfinished:
+        reason = _why_lost(run, connection, live_workers, cutoff)
+        if reason:
+            lost[Stage(run.name)] = reason
+    if not lost:
+        return None
+    for run in unfinished:
+        stage = Stage(run.name)
+        if stage in lost and _repairs_so_far(run) >= MAX_REPAIRS:
+            pipeline.give_up(run, f"Gave up after {MAX_REPAIRS} restarts: {lost.pop(stage)}.")
+    if not lost:
+        # Failing gpt or rag leaves fusion to finish the report; fusion itself ends the operation.
+        fusion = operation.stage(Stage.FUSION)
+        if fusion is not None and not StageStatus(fusion.status).finished:
+            lost[Stage.FUSION] = "its upstream stage was given up"
+        else:
+            return Repair(operation.id, [], "gave up on a crashing stage")
+    stages = set(lost)
+    # A fusion waiting on a job that is gone would wait forever: enqueue it again after the rest.
+    if any(stage != Stage.FUSION for stage in stages) and _unfinished(operation, Stage.FUSION):
+        stages.add(Stage.FUSION)
+    ordered = [stage for stage in pipeline.WORKER_STAGES if stage in stages]
+    waiting_on = [
+        run.job_id
+        for run in unfinished
+        if Stage(run.name) not in stages and run.name != Stage.FUSION and run.job_id
+    ]
+    reason = "; ".join(f"{stage.value}: {why}" for stage, why in lost.items())
+    log.warning("watchdog: operation %s: re-enqueueing %s (%s)", operation.id, ordered, reason)
+    for run in operation.stage_runs:
+        if Stage(run.name) in stages:
+            why = lost.get(Stage(run.name), "re-queued after the stages it waits for")
+            history.stage_changed(run, f"{REPAIR_MESSAGE}: {why}.")
+    if not pipeline.enqueue_stages(operation, ordered, also_wait_for=waiting_on):
+        raise redis.ConnectionError("enqueue failed")
+    return Repair(operation.id, [s.value for s in ordered], reason)
+
+
+def _live_workers(connection) -> set[str]:
+    """Names of workers that heartbeat: a busy worker does so every WORKER_HEARTBEAT seconds.
+
+    A worker killed with SIGKILL stays registered until its key expires; its stale heartbeat
+    gives it away sooner.
+    """
+    interval = current_app.config.get("WORKER_HEARTBEAT", 30)
+    oldest = utcnow() - timedelta(seconds=2 * interval + 5)
+    return {
+        w.name
+        for w in Worker.all(connection=connection)
+        if w.last_heartbeat is not None and _aware(w.last_heartbeat) >= oldest
+    }
+
+
+def _aware(moment: datetime) -> datetime:
+    """RQ's timestamps are naive UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _repairs_so_far(run: StageRun) -> int:
+    """How often the watchdog has already re-enqueued this stage run."""
+    return db.session.scalar(
+        select(func.count())
+        .select_from(HistoryEvent)
+        .where(
+            HistoryEvent.entity == Entity.STAGE,
+            HistoryEvent.entity_id == run.id,
+            HistoryEvent.message.startswith(REPAIR_MESSAGE),
+        )
+    )
+
+
+def _unfinished(operation: Operation, stage: Stage) -> bool:
+    """True when the operation's run of `stage` has not finished."""
+    run = operation.stage(stage)
+    return run is not None and not StageStatus(run.status).finished
+
+
+def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str | None:
+    """Why this stage's job can no longer finish it, or None while it still can."""
+    if run.job_id is None or run.enqueued_at is None:
+        return "never enqueued" if run.updated_at < cutoff else None
+    try:
+        job = Job.fetch(run.job_id, connection=connection)
+    except NoSuchJobError:
+        return "its job vanished from Redis"
+    status = job.get_status(refresh=False)
+    if status not in ALIVE:
+        return f"its job ended as {status} without finishing the stage"
+    if status == JobStatus.STARTED and job.worker_name and job.worker_name not in live_workers:
+        return f"the worker running it ({job.worker_name}) is gone"
+    return None
