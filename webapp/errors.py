@@ -50,3 +50,19 @@ class ValidationFailed(ScorelineError):
 
 class MalformedJSON(ScorelineError):
     status, code, title = 400, "MALFORMED_JSON", "Malformed JSON"
+
+
+class AssessmentNotSubmitted(ScorelineError):
+    status, code, title = 409, "ASSESSMENT_NOT_SUBMITTED", "Assessment not submitted yet"
+
+
+class AssessmentBusy(ScorelineError):
+    status, code, title = 409, "ASSESSMENT_BUSY", "Assessment is being scored"
+
+
+class DraftNotReady(ScorelineError):
+    status, code, title = 409, "DRAFT_NOT_READY", "No draft question to add"
+
+
+class QuestionAlreadyInSet(ScorelineError):
+    status, code, title = 409, "QUESTION_ALREADY_IN_SET", "Question already in the set"

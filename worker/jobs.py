@@ -36,3 +36,11 @@ def run_stage(stage_run_id: int) -> None:
 
 def noop() -> None:
     """Does nothing; the benchmarks' baseline job."""
+
+
+@in_session
+def run_generation(operation_id: int) -> None:
+    """Write the draft question of a question_generation operation."""
+    from webapp.services.generation import run_generation as run
+
+    run(operation_id)

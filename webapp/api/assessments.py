@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import make_response, request, url_for
 from flask_login import current_user
 
-from webapp.api import api_bp, json_body
+from webapp.api import api_bp, json_body, require_admin
+from webapp.api.operations import operation_to_dict
 from webapp.errors import ResultNotReady, ValidationFailed
 from webapp.services import history, progress
 from webapp.services.assessments import (
@@ -15,6 +16,7 @@ from webapp.services.assessments import (
     list_assessments,
     save_responses,
 )
+from webapp.services.rescore import rescore_assessment
 from webapp.services.submission import submit_assessment
 
 POLL_INTERVAL_SECONDS = 2
@@ -123,3 +125,18 @@ def recent_events():
         )
     events = history.recent(current_user, hours)
     return {"events": [e.to_dict() for e in events], "count": len(events), "hours": hours}
+
+
+@api_bp.post("/assessments/<int:assessment_id>/rescore")
+def rescore(assessment_id: int):
+    """Admins: score a finished assessment again as a new operation -> 202 with its Location.
+
+    403 FORBIDDEN for students; 409 ASSESSMENT_NOT_SUBMITTED for a draft and 409 ASSESSMENT_BUSY
+    while it is still being scored.
+    """
+    assessment = get_assessment(assessment_id, current_user)
+    require_admin()
+    operation = rescore_assessment(assessment, current_user)
+    response = make_response(operation_to_dict(operation), 202)
+    response.headers["Location"] = url_for("api.show_operation", operation_id=operation.id)
+    return response

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from flask import make_response, url_for
 from flask_login import current_user
 
-from webapp.api import api_bp
+from webapp.api import api_bp, json_body, require_admin
 from webapp.errors import Forbidden, OperationNotFound
 from webapp.extensions import db
 from webapp.models import Operation
 from webapp.models.base import isoformat
+from webapp.services import generation
 
 
 def get_operation(operation_id: int) -> Operation:
@@ -42,3 +44,14 @@ def operation_to_dict(operation: Operation) -> dict:
 def show_operation(operation_id: int):
     """Poll an operation."""
     return operation_to_dict(get_operation(operation_id))
+
+
+@api_bp.post("/operations")
+def create_operation():
+    """Admins: start a question_generation operation -> 202 with its Location; poll it there."""
+    require_admin()
+    params = generation.parse_request(json_body())
+    operation = generation.start_generation(current_user, params)
+    response = make_response(operation_to_dict(operation), 202)
+    response.headers["Location"] = url_for("api.show_operation", operation_id=operation.id)
+    return response

@@ -14,16 +14,13 @@ from webapp.models import (
     AssessmentStatus,
     Entity,
     Operation,
-    OperationType,
-    Score,
     Stage,
     User,
 )
 from webapp.models.base import utcnow
 from webapp.services import audit, history, pipeline
-from webapp.services.assessments import parse_responses, question_inputs, save_responses
+from webapp.services.assessments import parse_responses, save_responses
 from webapp.services.audit import Action
-from worker.stages.rule_score import missing_question_ids, rule_score
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +102,8 @@ def submit_assessment(
 def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
     """Inside the submit transaction: rule score, degraded flags, the operation and its stages."""
     assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
-    inputs = question_inputs(assessment)
-    score = rule_score(inputs)
-    missing = missing_question_ids(inputs)
-    assessment.degraded = bool(missing)
-    assessment.missing_question_ids = missing
+    score = pipeline.score_rules(assessment)
+    missing = assessment.missing_question_ids
     history.record(
         Entity.ASSESSMENT,
         AssessmentStatus.SUBMITTED,
@@ -120,28 +114,13 @@ def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
         else "Submitted with every question answered.",
         metadata={"missing_question_ids": missing},
     )
-    operation = Operation(
-        operation_type=OperationType.ASSESSMENT_SCORING,
-        assessment_id=assessment_id,
-        user_id=assessment.user_id,
+    return pipeline.create_scoring_operation(
+        assessment,
+        score,
+        requested_by=user,
+        trigger="submit",
         dedupe_key=submission_key(assessment_id),
-        params={"trigger": "submit", "requested_by": user.id},
     )
-    db.session.add(operation)
-    db.session.flush()
-    pipeline.add_stage_runs(operation, rule_result=score.to_dict())
-    for item in score.items:
-        db.session.add(
-            Score(
-                operation_id=operation.id,
-                question_id=item["question_id"],
-                stage=Stage.RULE_SCORE,
-                points=item["points"],
-                max_points=item["max_points"],
-                detail=item,
-            )
-        )
-    return operation
 
 
 def _existing_outcome(assessment_id: int) -> SubmitOutcome:

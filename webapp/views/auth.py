@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import EmailField, PasswordField
@@ -24,7 +24,8 @@ class LoginForm(FlaskForm):
 
 def _safe_next(target: str | None) -> str:
     """Only redirect to a path on this site after login."""
-    if target and target.startswith("/") and not target.startswith("//"):
+    # "//host" and "/\\host" are protocol-relative to browsers: another site.
+    if target and target.startswith("/") and target[1:2] not in ("/", "\\"):
         return target
     return url_for("student.dashboard")
 
@@ -32,6 +33,8 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Show the login form; log in on valid credentials."""
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     if form.validate_on_submit():
         user = db.session.scalar(select(User).where(User.email == form.email.data.strip().lower()))

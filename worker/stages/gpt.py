@@ -7,12 +7,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from worker.stages.base import ProgressCallback, QuestionInput, StageError, no_progress
 from worker.stages.rubric import DIMENSIONS, EssayScore, score_essay_offline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RUBRIC_SCHEMA = {
     "type": "object",
@@ -60,8 +61,13 @@ class OfflineScorer:
         return score_essay_offline(essay.prompt, essay.key_concepts, essay.answer)
 
 
-class OpenAIScorer:
-    """Scores essays with the OpenAI chat API, retrying transient failures with backoff."""
+class OpenAICaller:
+    """Structured-output calls to the OpenAI chat API with bounded retries.
+
+    One attempt is one call with a per-call timeout; 429, 5xx, timeouts, connection errors and
+    answers that fail validation are retried with exponential backoff and jitter, honouring the
+    server's Retry-After, bounded in count and in total time. Other refusals end at once.
+    """
 
     def __init__(
         self,
@@ -84,63 +90,55 @@ class OpenAIScorer:
         self.rng = rng or random.Random()
         self.calls = 0
 
-    def score(self, essay: QuestionInput) -> EssayScore:
-        """One structured-output call per attempt; transient failures are retried, then raised."""
+    def with_retries(self, attempt_once: Callable[[], T]) -> T:
+        """Run `attempt_once` until it succeeds, raises StageError, or the retry budget is spent."""
         started = time.monotonic()
         last_problem = "no attempt made"
         for attempt in range(self.max_retries + 1):
-            retry_after: float | None = None
             try:
-                return self._ask(essay)
-            except _Retryable as exc:
+                return attempt_once()
+            except Retryable as exc:
                 last_problem, retry_after = str(exc), exc.retry_after
             delay = self._delay(attempt, retry_after)
             spent = time.monotonic() - started
             if attempt == self.max_retries or spent + delay > self.max_total_seconds:
                 break
-            log.warning("gpt: %s; retrying in %.2fs", last_problem, delay)
+            log.warning("openai: %s; retrying in %.2fs", last_problem, delay)
             self.sleep(delay)
         raise StageError(
             f"The OpenAI API did not give a usable answer after {attempt + 1} "
             f"attempt{'s' if attempt else ''} ({last_problem})."
         )
 
-    def _ask(self, essay: QuestionInput) -> EssayScore:
-        """Make one call and validate its answer."""
+    def complete(self, messages: list[dict], name: str, schema: dict) -> str:
+        """One structured-output call: the message content, or Retryable / StageError."""
         import openai
 
         self.calls += 1
         try:
             completion = self.client.chat.completions.create(
                 model=self.model,
-                messages=[
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": _user_message(essay)},
-                ],
+                messages=messages,
                 response_format={
                     "type": "json_schema",
-                    "json_schema": {"name": "rubric", "strict": True, "schema": RUBRIC_SCHEMA},
+                    "json_schema": {"name": name, "strict": True, "schema": schema},
                 },
                 temperature=0,
                 timeout=self.timeout,
             )
         except openai.APITimeoutError as exc:
-            raise _Retryable(f"timed out after {self.timeout:g}s") from exc
+            raise Retryable(f"timed out after {self.timeout:g}s") from exc
         except openai.APIConnectionError as exc:
-            raise _Retryable(f"connection failed: {exc}") from exc
+            raise Retryable(f"connection failed: {exc}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code == 429 or exc.status_code >= 500:
-                raise _Retryable(
+                raise Retryable(
                     f"HTTP {exc.status_code}", _retry_after(exc.response.headers)
                 ) from exc
             raise StageError(
                 f"The OpenAI API refused the request (HTTP {exc.status_code})."
             ) from exc
-        content = (completion.choices[0].message.content or "") if completion.choices else ""
-        try:
-            return EssayScore.from_dict({"scorer": self.name, "rubric": json.loads(content)})
-        except (ValueError, TypeError, KeyError) as exc:
-            raise _Retryable(f"malformed rubric JSON: {exc}") from exc
+        return (completion.choices[0].message.content or "") if completion.choices else ""
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter, or the server's Retry-After within bounds."""
@@ -149,7 +147,30 @@ class OpenAIScorer:
         return min(30.0, 0.5 * 2**attempt) * self.rng.uniform(0.5, 1.5)
 
 
-class _Retryable(Exception):
+class OpenAIScorer(OpenAICaller):
+    """Scores essays on the rubric with the OpenAI chat API."""
+
+    def score(self, essay: QuestionInput) -> EssayScore:
+        """A validated rubric for one essay, or StageError once retries are spent."""
+        return self.with_retries(lambda: self._ask(essay))
+
+    def _ask(self, essay: QuestionInput) -> EssayScore:
+        """One call; an answer that is not a valid rubric is worth another attempt."""
+        content = self.complete(
+            [
+                {"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": _user_message(essay)},
+            ],
+            "rubric",
+            RUBRIC_SCHEMA,
+        )
+        try:
+            return EssayScore.from_dict({"scorer": self.name, "rubric": json.loads(content)})
+        except (ValueError, TypeError, KeyError) as exc:
+            raise Retryable(f"malformed rubric JSON: {exc}") from exc
+
+
+class Retryable(Exception):
     """A failure worth another attempt."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:

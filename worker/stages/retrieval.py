@@ -176,6 +176,11 @@ class KnowledgeBase:
             raise ValueError(f"{path}: not valid JSON ({err})") from err
         return cls(_validate(data, str(path)))
 
+    @property
+    def resources(self) -> list[dict]:
+        """The resources as loaded, in file order (treat as read-only)."""
+        return self._resources
+
     def __len__(self) -> int:
         """Number of resources."""
         return len(self._resources)

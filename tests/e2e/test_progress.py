@@ -1,0 +1,98 @@
+"""Live progress against workers whose essay scorer is a real (local) OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import assert_never_decreasing, log_in, screenshot, watch_until_finished
+from tests.openai_server import Reply, rubric_reply
+
+pytestmark = pytest.mark.e2e
+
+# Each essay takes this long to score, so a 2 s poll sees the gpt stage part-way (50%).
+SLOW_ESSAY_SECONDS = 3.0
+# Before and after a worker picks the job up.
+IN_FLIGHT_WORDS = re.compile("Waiting to be scored|Being scored")
+
+
+def start_and_submit(page: Page, essays: tuple[str, ...]) -> int:
+    """Start python-basics, answer its essays only, submit; returns the assessment id."""
+    page.get_by_test_id("start-python-basics").click()
+    page.get_by_label("Explain how recursion works").fill(essays[0])
+    if len(essays) > 1:
+        page.get_by_label("Describe how classes and instances work").fill(essays[1])
+    page.get_by_role("button", name="Review and submit").click()
+    page.get_by_role("button", name="Submit for scoring").click()
+    expect(page.get_by_test_id("overall-progress")).to_be_visible()
+    return int(page.url.rstrip("/").split("/")[-2])
+
+
+def test_bars_rise_step_by_step_and_the_dashboard_follows(new_page, scoring_site):
+    site = scoring_site(dataclasses.replace(rubric_reply(), delay=SLOW_ESSAY_SECONDS))
+    page = new_page(site)
+    log_in(page)
+    assessment_id = start_and_submit(
+        page, ("Recursion: a base case and a recursive call.", "A class makes instances.")
+    )
+
+    dashboard = new_page(site)
+    log_in(dashboard)
+    mini_bar = dashboard.get_by_test_id(f"assessment-{assessment_id}-progress")
+    expect(mini_bar).to_be_visible()
+    expect(dashboard.get_by_test_id("status-badge")).to_have_text(IN_FLIGHT_WORDS)
+    screenshot(dashboard, "dashboard-live")
+
+    poll_tokens: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: (
+            poll_tokens.append(r.headers.get("x-csrftoken")) if "/progress/live" in r.url else None
+        ),
+    )
+    samples = watch_until_finished(page)
+    assert_never_decreasing(samples)
+    meta_token = page.locator("meta[name=csrf-token]").get_attribute("content")
+    assert poll_tokens and set(poll_tokens) == {meta_token}, "htmx must send the CSRF token"
+    overall = [s["overall-progress"] for s in samples]
+    gpt = [s["stage-gpt"] for s in samples]
+    assert overall[-1] == 100 and overall[0] < 100
+    assert any(0 < value < 100 for value in gpt), f"gpt never seen part-way: {gpt}"
+    assert len(set(overall)) >= 3, f"overall should rise in steps: {overall}"
+
+    expect(dashboard.get_by_test_id("status-badge")).to_have_text("Scored")
+    expect(mini_bar).to_have_count(0)
+    list_polls: list[str] = []
+    dashboard.on("request", lambda r: list_polls.append(r.url))
+    dashboard.wait_for_timeout(3_000)
+    assert list_polls == [], f"the dashboard kept polling: {list_polls}"
+
+    page.get_by_test_id("result-link").click()
+    expect(page.get_by_test_id("essay-scorer").first).to_contain_text("OpenAI (test-model)")
+    expect(page.get_by_test_id("rubric-relevance").first).to_contain_text("8/10")
+
+
+def test_a_failed_stage_shows_its_error_and_the_report_says_why(new_page, scoring_site):
+    site = scoring_site(Reply(status=500, body={"error": {"message": "upstream broke"}}))
+    page = new_page(site)
+    log_in(page)
+    start_and_submit(page, ("Recursion needs a base case so the call stack stops growing.",))
+
+    watch_until_finished(page)
+    gpt_bar = page.get_by_test_id("stage-gpt")
+    expect(gpt_bar).to_have_attribute("aria-valuetext", "100%, Failed")
+    error = page.get_by_test_id("stage-error-gpt")
+    expect(error).to_contain_text("GPT essay scoring failed")
+    expect(error).to_contain_text("HTTP 500")
+    expect(page.get_by_test_id("stage-rag")).to_have_attribute("aria-valuetext", "100%, Done")
+    expect(page.get_by_test_id("timeline")).to_contain_text("failed")
+    screenshot(page, "progress-failed")
+
+    page.get_by_test_id("result-link").click()
+    notice = page.get_by_test_id("degraded-notice")
+    expect(notice).to_contain_text("This report is partial")
+    expect(notice).to_contain_text("gpt stage failed")
+    screenshot(page, "result-degraded")

@@ -1,0 +1,479 @@
+"""Question generation: the offline generator, the OpenAI writer, the operations API through a
+real worker, and the admin question sets page."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+
+import openai
+import pytest
+from sqlalchemy import delete, func, select
+
+from tests.conftest import ADMIN, STUDENT, Api
+from tests.openai_server import Reply, rubric_reply
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import Operation, Question, QuestionSet
+from worker.stages.base import StageError
+from worker.stages.generation import (
+    OFFLINE_GENERATOR,
+    QUESTION_TYPES,
+    DraftQuestion,
+    OpenAIQuestionWriter,
+    generate_offline,
+    topic_resources,
+    topics,
+)
+from worker.stages.retrieval import DEFAULT_PATH, KnowledgeBase, default_knowledge_base
+from worker.stages.rubric import score_essay_offline
+
+pytestmark = pytest.mark.db
+
+KB = default_knowledge_base()
+RESOURCES = {res["id"]: res for res in json.loads(DEFAULT_PATH.read_text())["resources"]}
+
+
+def skills_on(topic: str) -> set[str]:
+    """Every skill of every resource tagged with the topic."""
+    return {skill for res in topic_resources(KB, topic) for skill in res["skills"]}
+
+
+# --- the offline generator ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question_type", QUESTION_TYPES)
+def test_offline_generator_is_deterministic(question_type):
+    first = generate_offline(KB, "recursion", question_type)
+    # A freshly loaded and indexed knowledge base (as in another process) gives the same draft.
+    again = generate_offline(KnowledgeBase.load(), "recursion", question_type)
+    assert first == again
+    assert first.to_dict() == again.to_dict()
+
+
+def test_offline_theoretical_question_has_one_right_answer_and_near_miss_distractors():
+    draft = generate_offline(KB, "recursion", "theoretical")
+
+    assert draft.type == "theoretical" and draft.weight == 1.0
+    assert draft.generator == OFFLINE_GENERATOR
+    assert "recursion" in draft.prompt
+    options = dict(draft.options)
+    assert sorted(options) == ["a", "b", "c", "d"]
+    assert len({text.lower() for text in options.values()}) == 4
+    correct = options[draft.correct_option]
+    assert correct in skills_on("recursion")
+    distractors = [text for oid, text in draft.options if oid != draft.correct_option]
+    assert not set(distractors) & skills_on("recursion")
+    # Each distractor is a real skill from a different neighbouring topic.
+    homes = {
+        next(res["topics"][0] for res in RESOURCES.values() if text in res["skills"])
+        for text in distractors
+    }
+    assert len(homes) == 3 and "recursion" not in homes
+    assert draft.key_concepts == (correct,)
+    assert all("recursion" in RESOURCES[rid]["topics"] for rid in draft.source_ids)
+
+
+def test_offline_essay_asks_for_the_topics_key_concepts():
+    draft = generate_offline(KB, "caching", "essay")
+
+    assert draft.type == "essay" and draft.weight == 4.0
+    assert draft.options == () and draft.correct_option is None
+    assert "caching" in draft.prompt
+    assert len(draft.key_concepts) == 5
+    assert set(draft.key_concepts) <= skills_on("caching")
+    assert all(concept in draft.prompt for concept in draft.key_concepts[:3])
+    assert {res["id"] for res in topic_resources(KB, "caching")} == set(draft.source_ids)
+
+
+def test_a_generated_essay_prompt_rewards_answers_that_cover_its_concepts():
+    draft = generate_offline(KB, "caching", "essay")
+    covering = (
+        "Caching keeps a copy of a response so the next request is cheaper. With Cache-Control "
+        "and max-age the server says how long a copy stays fresh, because revalidating too often "
+        "wastes bandwidth. An ETag lets a client revalidate with If-None-Match and get a 304. In "
+        "the cache-aside pattern the application reads Redis first, for example user profiles, "
+        "and the pitfall is stale data when invalidation is forgotten."
+    )
+    offhand = "Caching is when things are faster."
+    good = score_essay_offline(draft.prompt, draft.key_concepts, covering)
+    poor = score_essay_offline(draft.prompt, draft.key_concepts, offhand)
+    for dimension in ("relevance", "depth", "technical"):
+        assert good.rubric[dimension].score > poor.rubric[dimension].score
+
+
+def test_every_topic_and_type_gives_a_valid_draft():
+    drafts = [generate_offline(KB, t, kind) for t in topics(KB) for kind in QUESTION_TYPES]
+
+    assert len(topics(KB)) >= 20
+    for draft in drafts:
+        assert DraftQuestion.from_dict(draft.to_dict()) == draft  # validated both ways
+        assert draft.source_ids and set(draft.source_ids) <= set(RESOURCES)
+    theoretical = [d for d in drafts if d.type == "theoretical"]
+    # The right answer is not always in the same place.
+    assert len({d.correct_option for d in theoretical}) >= 3
+    assert len({d.prompt for d in drafts}) == len(drafts)
+
+
+def test_generating_on_an_unknown_topic_is_a_stage_error():
+    with pytest.raises(StageError, match="no resources"):
+        generate_offline(KB, "astrology", "essay")
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"correct_option": "z"}, "correct option"),
+        ({"options": [{"id": i, "text": t} for i, t in zip("abc", "xXy", strict=True)]}, "unique"),
+        ({"options": [{"id": "a", "text": "x"}]}, "3 to"),
+        ({"prompt": "  "}, "prompt"),
+        ({"type": "profile"}, "type"),
+        ({"weight": 0}, "weight"),
+    ],
+)  # fmt: skip
+def test_draft_validation_rejects_unusable_questions(change, problem):
+    data = {**generate_offline(KB, "json", "theoretical").to_dict(), **change}
+    with pytest.raises(ValueError, match=problem):
+        DraftQuestion.from_dict(data)
+
+
+def test_an_essay_draft_needs_key_concepts_and_no_options():
+    data = generate_offline(KB, "json", "essay").to_dict()
+    with pytest.raises(ValueError, match="no options"):
+        DraftQuestion.from_dict({**data, "correct_option": "a"})
+    with pytest.raises(ValueError, match="key concepts"):
+        DraftQuestion.from_dict({**data, "key_concepts": ["one"]})
+
+
+# --- the OpenAI writer, against a real local server --------------------------------------------
+
+
+def question_reply(**answer) -> Reply:
+    """A chat completion whose content is a question JSON."""
+    content = {
+        "prompt": "What must every recursive function have so that it stops?",
+        "options": ["A base case", "A global variable", "A while loop", "A decorator"],
+        "correct_index": 0,
+        "key_concepts": ["base case"],
+        **answer,
+    }
+    return rubric_reply(content=json.dumps(content))
+
+
+def writer_for(server, **kwargs) -> OpenAIQuestionWriter:
+    client = openai.OpenAI(api_key="test", base_url=server.base_url, max_retries=0)
+    return OpenAIQuestionWriter(client, "test-model", sleep=lambda _: None, **kwargs)
+
+
+def test_openai_writer_turns_the_structured_answer_into_a_draft(openai_server):
+    openai_server.default = question_reply()
+
+    draft = writer_for(openai_server).write(KB, "recursion", "theoretical")
+
+    assert draft.generator == "openai:test-model"
+    assert draft.prompt == "What must every recursive function have so that it stops?"
+    assert draft.options[0] == ("a", "A base case") and draft.correct_option == "a"
+    assert draft.source_ids == tuple(res["id"] for res in topic_resources(KB, "recursion"))
+    assert openai_server.count == 1
+    sent = openai_server.requests[0]["body"]
+    assert sent["response_format"]["json_schema"]["name"] == "theoretical_question"
+    assert "Thinking recursively" in sent["messages"][1]["content"]  # grounded in the sources
+
+
+def test_openai_writer_retries_an_answer_that_is_not_a_valid_question(openai_server):
+    openai_server.then(question_reply(correct_index=7), question_reply(options=["same", "same"]))
+    openai_server.default = question_reply()
+
+    draft = writer_for(openai_server).write(KB, "recursion", "theoretical")
+
+    assert draft.correct_option == "a"
+    assert openai_server.count == 3
+
+
+def test_openai_writer_gives_up_with_a_stage_error(openai_server):
+    openai_server.default = Reply(status=503, body={"error": {"message": "busy"}})
+    with pytest.raises(StageError, match=r"after 2 attempts \(HTTP 503\)"):
+        writer_for(openai_server, max_retries=1).write(KB, "caching", "essay")
+    assert openai_server.count == 2
+
+
+# --- the operations API, through a real worker -------------------------------------------------
+
+
+def wait_done(client: Api, operation_id: int, timeout: float = 30) -> dict:
+    """Poll an operation until it is done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/operations/{operation_id}").json()
+        if body["done"]:
+            return body
+        assert time.monotonic() < deadline, f"operation {operation_id} not done: {body}"
+        time.sleep(0.1)
+
+
+def generate(client: Api, topic: str = "recursion", question_type: str = "theoretical"):
+    """POST /operations for a question generation."""
+    return client.post(
+        "/operations",
+        json={
+            "operation_type": "question_generation",
+            "params": {"topic": topic, "question_type": question_type},
+        },
+    )
+
+
+def test_admin_generates_a_question_end_to_end(api_as, worker):
+    admin = api_as("admin")
+
+    response = generate(admin, "recursion", "essay")
+
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert response.headers["Location"] == f"/api/v1/operations/{created['id']}"
+    assert created["operation_type"] == "question_generation"
+    assert created["status"] in ("pending", "processing") and created["done"] is False
+    assert created["result"] is None and created["assessment_id"] is None
+
+    done = wait_done(admin, created["id"])
+    assert done["status"] == "completed" and done["progress"] == 100
+    assert done["error_message"] is None
+    assert done["result"] == generate_offline(KB, "recursion", "essay").to_dict()
+    assert set(done["result"]) == {
+        "type", "prompt", "options", "correct_option", "weight", "topic", "key_concepts",
+        "source_ids", "generator",
+    }  # fmt: skip
+
+    events = admin.get("/events/recent?hours=1").json()["events"]
+    mine = [e for e in events if e["metadata"]["operation_id"] == created["id"]]
+    assert [e["status"] for e in reversed(mine)] == ["pending", "processing", "completed"]
+    entries = admin.get("/audit?action=operation.created").json()["entries"]
+    [entry] = [e for e in entries if e["entity_id"] == str(created["id"])]
+    assert entry["details"] == {
+        "operation_type": "question_generation",
+        "params": {"topic": "recursion", "question_type": "essay"},
+    }
+
+
+def test_students_cannot_start_operations(api):
+    response = generate(api)
+    assert response.status_code == 403
+    assert response.json()["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"operation_type": "assessment_scoring",
+          "params": {"topic": "recursion", "question_type": "essay"}}, {"operation_type"}),
+        ({"operation_type": "question_generation"}, {"params"}),
+        ({"operation_type": "question_generation", "params": ["recursion"]}, {"params"}),
+        ({"operation_type": "question_generation",
+          "params": {"topic": "astrology", "question_type": "profile"}},
+         {"params.topic", "params.question_type"}),
+        ({"operation_type": "question_generation",
+          "params": {"topic": "recursion", "question_type": "essay", "level": 3}},
+         {"params.level"}),
+        ({"operation_type": 7, "params": {"topic": None, "question_type": "essay"}},
+         {"operation_type", "params.topic"}),
+    ],
+)  # fmt: skip
+def test_invalid_operation_requests_are_422(api_as, body, fields):
+    response = api_as("admin").post("/operations", json=body)
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["code"] == "VALIDATION_ERROR"
+    assert {e["field"] for e in problem["errors"]} == fields
+
+
+def test_gpt_generation_through_a_worker(
+    db_url, tokens, worker_factory, openai_server, live_server
+):
+    openai_server.then(rubric_reply(content="{not json"))
+    openai_server.default = question_reply()
+    _, redis_url = worker_factory(
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=openai_server.base_url,
+        OPENAI_MODEL="test-model",
+        OPENAI_MAX_RETRIES="2",
+    )
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url})
+    response = app.test_client().post(
+        "/api/v1/operations",
+        json={
+            "operation_type": "question_generation",
+            "params": {"topic": "recursion", "question_type": "theoretical"},
+        },
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+    )
+    assert response.status_code == 202
+
+    done = wait_done(Api(live_server.url, tokens["admin"]), response.get_json()["id"])
+
+    assert done["status"] == "completed", done
+    assert done["result"]["generator"] == "openai:test-model"
+    assert done["result"]["prompt"] == "What must every recursive function have so that it stops?"
+    assert done["result"]["correct_option"] == "a"
+    assert openai_server.count == 2  # the malformed answer, then the good one
+
+
+def test_gpt_generation_that_gives_up_fails_the_operation(
+    db_url, tokens, worker_factory, openai_server, live_server
+):
+    openai_server.default = Reply(status=500, body={"error": {"message": "boom"}})
+    _, redis_url = worker_factory(
+        OPENAI_API_KEY="test-key", OPENAI_BASE_URL=openai_server.base_url, OPENAI_MAX_RETRIES="1"
+    )
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url})
+    response = app.test_client().post(
+        "/api/v1/operations",
+        json={
+            "operation_type": "question_generation",
+            "params": {"topic": "caching", "question_type": "essay"},
+        },
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+    )
+
+    done = wait_done(Api(live_server.url, tokens["admin"]), response.get_json()["id"])
+
+    assert done["status"] == "failed" and done["result"] is None
+    assert "OpenAI API" in done["error_message"] and "HTTP 500" in done["error_message"]
+    assert openai_server.count == 2
+
+
+# --- the admin page ----------------------------------------------------------------------------
+
+CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def log_in(client, account: tuple[str, str]) -> str:
+    """Log a Flask test client in through the login form; returns the session's CSRF token."""
+    token = CSRF.search(client.get("/login").get_data(as_text=True)).group(1)
+    email, password = account
+    response = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": token}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return token  # the session keeps its CSRF secret across the login
+
+
+@pytest.fixture()
+def admin_client(app):
+    """A test client logged in as the admin, with its CSRF token as `.csrf`."""
+    client = app.test_client()
+    client.csrf = log_in(client, ADMIN)
+    return client
+
+
+@pytest.fixture()
+def scratch_set(app):
+    """An empty question set with markup in its title, removed afterwards."""
+    slug = f"scratch-{secrets.token_hex(3)}"
+    with app.app_context():
+        db.session.add(QuestionSet(slug=slug, title='Scratch <b>"set"</b>', description=""))
+        db.session.commit()
+    yield slug
+    with app.app_context():
+        set_id = db.session.scalar(select(QuestionSet.id).where(QuestionSet.slug == slug))
+        db.session.execute(delete(Question).where(Question.question_set_id == set_id))
+        db.session.execute(delete(QuestionSet).where(QuestionSet.id == set_id))
+        db.session.commit()
+
+
+def test_question_sets_page_lists_sets_with_their_questions(admin_client):
+    page = admin_client.get("/admin/question-sets")
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Python basics" in html and "Web APIs" in html
+    assert 'data-testid="question-python-basics-7"' in html
+    assert "Multiple choice" in html and "Essay" in html and "About you" in html
+    assert "version 1 · 8 questions · 14 points" in html
+    assert '<option value="recursion">recursion</option>' in html
+    assert '<option value="classes-oop">classes and OOP</option>' in html
+    assert '<option value="essay">Essay</option>' in html
+    assert 'name="csrf_token"' in html
+
+
+def test_students_cannot_open_the_question_sets_page(app):
+    client = app.test_client()
+    log_in(client, STUDENT)
+    assert client.get("/admin/question-sets").status_code == 403
+
+
+def test_page_generates_a_question_polls_it_and_adds_it_to_a_set(
+    app, admin_client, scratch_set, worker
+):
+    started = admin_client.post(
+        "/admin/question-sets/generations",
+        data={"topic": "json", "question_type": "theoretical", "csrf_token": admin_client.csrf},
+    )
+    assert started.status_code == 302
+    page = admin_client.get(started.headers["Location"]).get_data(as_text=True)
+    assert "Generating a multiple choice question on JSON" in page
+    operation_id = int(re.search(r'id="generation-(\d+)"', page).group(1))
+    poll_url = f"/admin/question-sets/generations/{operation_id}"
+
+    deadline = time.monotonic() + 30
+    while True:
+        poll = admin_client.get(poll_url, headers={"HX-Request": "true"})
+        if poll.status_code == 286:
+            break
+        assert poll.status_code == 200 and f'hx-get="{poll_url}"' in poll.get_data(as_text=True)
+        assert time.monotonic() < deadline, "generation did not finish"
+        time.sleep(0.1)
+    final = poll.get_data(as_text=True)
+    assert "hx-get" not in final  # the finished fragment stops polling
+    draft = generate_offline(KB, "json", "theoretical")
+    assert draft.prompt in final and "Correct answer" in final
+    assert "Add to Scratch &lt;b&gt;&#34;set&#34;&lt;/b&gt;" in final  # escaped
+    assert "<b>" not in final
+
+    added = admin_client.post(
+        f"/admin/question-sets/{scratch_set}/questions",
+        data={"operation_id": operation_id, "csrf_token": admin_client.csrf},
+    )
+    assert added.status_code == 302
+    page = admin_client.get(added.headers["Location"]).get_data(as_text=True)
+    assert "Added as question 1 of Scratch &lt;b&gt;" in page
+    assert f'data-testid="question-{scratch_set}-1"' in page
+    with app.app_context():
+        question_set = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == scratch_set))
+        assert question_set.version == 2
+        [question] = question_set.questions
+        assert (question.type, question.prompt, question.weight) == (
+            "theoretical",
+            draft.prompt,
+            1.0,
+        )
+        assert question.correct_option == draft.correct_option
+        assert question.options == draft.to_dict()["options"]
+
+    again = admin_client.post(
+        f"/admin/question-sets/{scratch_set}/questions",
+        data={"operation_id": operation_id, "csrf_token": admin_client.csrf},
+        follow_redirects=True,
+    )
+    assert "already asks this question" in again.get_data(as_text=True)
+    with app.app_context():
+        question_set = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == scratch_set))
+        assert len(question_set.questions) == 1 and question_set.version == 2
+
+
+def test_an_invalid_generation_form_is_refused(app, admin_client):
+    response = admin_client.post(
+        "/admin/question-sets/generations",
+        data={"topic": "astrology", "question_type": "essay", "csrf_token": admin_client.csrf},
+    )
+    assert response.status_code == 422
+    assert "Choose a topic and a question type" in response.get_data(as_text=True)
+    with app.app_context():
+        assert not db.session.scalar(select(func.count()).select_from(Operation))
+
+
+def test_the_generation_form_needs_a_csrf_token(admin_client):
+    response = admin_client.post(
+        "/admin/question-sets/generations", data={"topic": "json", "question_type": "essay"}
+    )
+    assert response.status_code == 400

@@ -1,0 +1,85 @@
+"""The account page: API tokens (the new one shown once) and the webhook signing secret."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, make_response, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import StringField
+from wtforms.validators import Length
+
+from webapp.services.accounts import (
+    MAX_TOKEN_NAME,
+    TokenNotFound,
+    issue_token,
+    list_tokens,
+    revoke_token,
+)
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+
+class TokenForm(FlaskForm):
+    """Name a new API token."""
+
+    name = StringField("Token name", validators=[Length(max=MAX_TOKEN_NAME)])
+
+
+class RevokeForm(FlaskForm):
+    """Revoke one token (CSRF only)."""
+
+
+def _render(form: TokenForm, new_token: str | None = None, status: int = 200):
+    """The account page; a response showing a new token is never cached."""
+    body = render_template(
+        "account/page.html",
+        form=form,
+        tokens=list_tokens(current_user),
+        new_token=new_token,
+    )
+    response = make_response(body, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("")
+@login_required
+def page():
+    """Tokens and signing secret."""
+    return _render(TokenForm())
+
+
+@bp.post("/tokens")
+@login_required
+def create_token():
+    """Issue a token and show it this once."""
+    form = TokenForm()
+    if not form.validate_on_submit():
+        flash(f"A token name can be at most {MAX_TOKEN_NAME} characters.", "error")
+        return _render(form, status=422)
+    _, plain = issue_token(current_user, form.name.data or "")
+    flash("Token created. Copy it now: it will not be shown again.", "success")
+    return _render(TokenForm(formdata=None), new_token=plain, status=201)
+
+
+@bp.get("/tokens")
+@login_required
+def tokens():
+    """The address a new token was shown at: back to the account page (it is not shown again)."""
+    return redirect(url_for("account.page"))
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required
+def revoke(token_id: int):
+    """Revoke a token; it stops working at once."""
+    if not RevokeForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for("account.page"))
+    try:
+        row = revoke_token(current_user, token_id)
+    except TokenNotFound:
+        flash("That token does not exist or is not yours.", "error")
+        return redirect(url_for("account.page"))
+    flash(f"Token {row.name or row.hint + '…'} revoked.", "success")
+    return redirect(url_for("account.page"))

@@ -1,0 +1,93 @@
+"""The progress page: live bars per stage, polled by htmx until scoring has finished."""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from htmx_flask import make_response
+
+from webapp.errors import AssessmentNotFound, Forbidden
+from webapp.models import Assessment, AssessmentStatus, Entity, HistoryEvent, StageStatus
+from webapp.services import history
+from webapp.services.assessments import get_assessment
+from webapp.services.progress import latest_operation, status_view
+from webapp.views.presentation import STOP_POLLING
+
+bp = Blueprint("progress", __name__, url_prefix="/assessments")
+
+TIMELINE_LENGTH = 10
+
+
+def _worth_showing(event: HistoryEvent) -> bool:
+    """Assessment and stage changes, minus the batch of "queued" notes made at submit time.
+
+    The operation's own events repeat the assessment's, in operator words.
+    """
+    if event.entity == Entity.STAGE:
+        return event.status != StageStatus.QUEUED
+    return event.entity == Entity.ASSESSMENT
+
+
+def timeline(assessment: Assessment) -> list[dict]:
+    """The latest status changes of the assessment and its stages, oldest first."""
+    events = [
+        event
+        for event in history.for_assessment(assessment.id, limit=TIMELINE_LENGTH * 4)
+        if _worth_showing(event)
+    ][:TIMELINE_LENGTH]
+    return [
+        {"at": event.created_at, "message": event.message, "tone": _tone(event)}
+        for event in reversed(events)
+    ]
+
+
+def _tone(event: HistoryEvent) -> str:
+    """How an event is marked: failures stand out, the finished assessment is good news."""
+    if event.status == StageStatus.FAILED:
+        return "error"
+    if event.entity == Entity.ASSESSMENT and event.status == AssessmentStatus.COMPLETED:
+        return "success"
+    return "info"
+
+
+def _context(assessment: Assessment) -> dict:
+    """Everything `_progress.html` shows."""
+    view = status_view(assessment)
+    operation = latest_operation(assessment.id) if assessment.is_finished else None
+    return {
+        "assessment": assessment,
+        "view": view,
+        "finished": assessment.is_finished,
+        "has_result": bool(operation and operation.result),
+        "failure": operation.error_message if operation else None,
+        "timeline": timeline(assessment),
+    }
+
+
+@bp.get("/<int:assessment_id>/progress")
+@login_required
+def page(assessment_id: int):
+    """The progress page; a draft goes back to its take page."""
+    assessment = get_assessment(assessment_id, current_user)
+    if assessment.status == AssessmentStatus.DRAFT:
+        return redirect(url_for("take.show", assessment_id=assessment.id))
+    return render_template("progress/page.html", **_context(assessment))
+
+
+@bp.get("/<int:assessment_id>/progress/live")
+@login_required
+def live(assessment_id: int):
+    """The polled partial: 200 while scoring runs, 286 (stop polling) once it has finished."""
+    try:
+        assessment = get_assessment(assessment_id, current_user)
+    except (AssessmentNotFound, Forbidden) as exc:
+        if not request.htmx:
+            raise
+        # htmx keeps polling through error answers; this one ends the poll and says why.
+        body = render_template("progress/_gone.html", detail=exc.detail)
+        return make_response(body, STOP_POLLING)
+    context = _context(assessment)
+    body = render_template("progress/_progress.html", announce=True, **context)
+    response = make_response(body, STOP_POLLING if context["finished"] else 200)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,139 @@
+"""Taking an assessment: answer, save the draft, review what is unanswered, submit."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+
+from webapp.errors import AssessmentLocked, ValidationFailed
+from webapp.models import Assessment, AssessmentStatus, QuestionType
+from webapp.services.assessments import get_assessment, save_responses
+from webapp.services.submission import submit_assessment
+
+bp = Blueprint("take", __name__, url_prefix="/assessments")
+
+_INDEX = re.compile(r"responses\[(\d+)\]")
+
+
+class AnswersForm(FlaskForm):
+    """The take form; its fields are the questions, read from the request by name."""
+
+
+def field_name(question_id: int) -> str:
+    """The form field that carries one question's answer."""
+    return f"q-{question_id}"
+
+
+def _take_page(assessment: Assessment, answers: dict[int, str], form: AnswersForm) -> str:
+    """The take form filled with `answers`."""
+    return render_template(
+        "take/take.html", assessment=assessment, answers=answers, form=form, field_name=field_name
+    )
+
+
+def _to_progress(assessment: Assessment):
+    """Where a submitted assessment lives: its progress page."""
+    return redirect(url_for("progress.page", assessment_id=assessment.id))
+
+
+def _posted_answers(assessment: Assessment) -> list[dict]:
+    """The answers in the posted form, one per question the form sent (radios may be absent)."""
+    answers = []
+    for question in assessment.question_set.questions:
+        value = request.form.get(field_name(question.id))
+        if value is not None:
+            answers.append({"question_id": question.id, "answer": value.replace("\r\n", "\n")})
+    return answers
+
+
+def _explain(assessment: Assessment, posted: list[dict], exc: ValidationFailed) -> list[str]:
+    """The service's field errors as sentences naming the question by its number."""
+    numbers = {q.id: q.position for q in assessment.question_set.questions}
+    types = {q.id: q.type for q in assessment.question_set.questions}
+    messages = []
+    for error in exc.errors or []:
+        match = _INDEX.match(error.get("field", ""))
+        if not match or int(match.group(1)) >= len(posted):
+            messages.append(exc.detail)
+            continue
+        qid = posted[int(match.group(1))]["question_id"]
+        if types[qid] == QuestionType.THEORETICAL:
+            messages.append(f"Question {numbers[qid]}: choose one of the listed options.")
+        else:
+            messages.append(f"Question {numbers[qid]}: the answer is {error['message']}.")
+    return messages or [exc.detail]
+
+
+@bp.get("/<int:assessment_id>")
+@login_required
+def show(assessment_id: int):
+    """The take page for a draft; a submitted assessment goes to its progress page."""
+    assessment = get_assessment(assessment_id, current_user)
+    if assessment.status != AssessmentStatus.DRAFT:
+        return _to_progress(assessment)
+    return _take_page(assessment, assessment.answers(), AnswersForm())
+
+
+@bp.post("/<int:assessment_id>")
+@login_required
+def save(assessment_id: int):
+    """Save the draft; with `action=review`, go on to the submit confirmation."""
+    assessment = get_assessment(assessment_id, current_user)
+    if assessment.status != AssessmentStatus.DRAFT:
+        flash("This assessment was already submitted; its answers are locked.", "error")
+        return _to_progress(assessment)
+    form = AnswersForm()
+    posted = _posted_answers(assessment)
+    if not form.validate_on_submit():
+        flash("The form expired. Your answers were not saved; please try again.", "error")
+        return redirect(url_for("take.show", assessment_id=assessment.id))
+    try:
+        save_responses(assessment, posted)
+    except ValidationFailed as exc:
+        for message in _explain(assessment, posted, exc):
+            flash(message, "error")
+        answers = {**assessment.answers(), **{p["question_id"]: p["answer"] for p in posted}}
+        return _take_page(assessment, answers, form), 422
+    except AssessmentLocked:
+        flash("This assessment was already submitted; its answers are locked.", "error")
+        return _to_progress(assessment)
+    if request.form.get("action") == "review":
+        return redirect(url_for("take.confirm", assessment_id=assessment.id))
+    flash("Draft saved.", "success")
+    return redirect(url_for("take.show", assessment_id=assessment.id))
+
+
+@bp.get("/<int:assessment_id>/submit")
+@login_required
+def confirm(assessment_id: int):
+    """Confirm the submission, naming every question still unanswered."""
+    assessment = get_assessment(assessment_id, current_user)
+    if assessment.status != AssessmentStatus.DRAFT:
+        return _to_progress(assessment)
+    answers = assessment.answers()
+    unanswered = [
+        q for q in assessment.question_set.questions if not (answers.get(q.id) or "").strip()
+    ]
+    return render_template(
+        "take/confirm.html", assessment=assessment, unanswered=unanswered, form=AnswersForm()
+    )
+
+
+@bp.post("/<int:assessment_id>/submit")
+@login_required
+def submit(assessment_id: int):
+    """Submit for scoring and watch the progress; submitting twice is harmless."""
+    assessment = get_assessment(assessment_id, current_user)
+    form = AnswersForm()
+    if not form.validate_on_submit():
+        flash("The form expired; please confirm again.", "error")
+        return redirect(url_for("take.confirm", assessment_id=assessment.id))
+    outcome = submit_assessment(assessment, current_user)
+    if outcome.created:
+        flash("Submitted. Your answers are being scored.", "success")
+    else:
+        flash("This assessment was already submitted.", "info")
+    return redirect(url_for("progress.page", assessment_id=assessment.id))
