@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from tests.conftest import redis_db_url
 from tests.test_pipeline import full_answers
 from webapp import create_app
 from webapp.extensions import db
-from webapp.models import StageRun
+from webapp.models import Operation, StageRun
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
@@ -116,3 +117,34 @@ def test_work_that_keeps_vanishing_is_given_up_not_looped(app, db_url, redis_ser
     assert all(e.startswith("Gave up after 3 restarts") for e in errors.values())
     operation = api.get(f"/operations/{body['operation']['id']}").json()
     assert operation["status"] == "failed" and operation["error_message"]
+
+
+def test_a_stalled_question_generation_is_re_enqueued(app, db_url, tokens, api_as, worker):
+    down = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    created = down.test_client().post(
+        "/api/v1/operations",
+        json={
+            "operation_type": "question_generation",
+            "params": {"topic": "recursion", "question_type": "theoretical"},
+        },
+        headers=bearer(tokens, "admin"),
+    )
+    assert created.status_code == 202
+    operation_id = created.get_json()["id"]
+    with app.app_context():
+        operation = db.session.get(Operation, operation_id)
+        assert operation.status == "pending"
+        operation.updated_at = operation.updated_at - timedelta(hours=1)  # silent for an hour
+        db.session.commit()
+        report = reconcile(grace=timedelta(0))
+    assert [r.stages for r in report.repairs] == [["question_generation"]]
+    admin = api_as("admin")
+    for _ in range(100):
+        body = admin.get(f"/operations/{operation_id}").json()
+        if body["done"]:
+            break
+        time.sleep(0.1)
+    assert body["status"] == "completed"
+    assert body["result"]["topic"] == "recursion"

@@ -193,6 +193,11 @@ def _generate(params: GenerationParams, on_progress) -> generation.DraftQuestion
     return writer.write(kb, params.topic, params.question_type, on_progress)
 
 
+def give_up(operation: Operation, error: str) -> None:
+    """Fail a generation that keeps losing its job (the watchdog's last resort)."""
+    _finish(operation.id, draft=None, error=error)
+
+
 def _record_progress(operation: Operation, percentage: int) -> None:
     """Store partial progress; it never goes down and stays below 100 until done."""
     value = max(operation.progress, min(int(percentage), 99))

@@ -98,7 +98,54 @@ def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
             break
         if repair:
             report.repairs.append(repair)
+    if not report.redis_down:
+        report.repairs.extend(_repair_generations())
     return report
+
+
+def _repair_generations() -> list[Repair]:
+    """Re-enqueue question generations silent for longer than their job could run.
+
+    A generation writes progress as it goes and a job past its timeout is killed by RQ, so a
+    pending or processing operation untouched for that long has lost its job. Running one twice
+    is safe: a finished operation is left alone.
+    """
+    from webapp.services import generation
+
+    stale_before = utcnow() - timedelta(seconds=generation.JOB_TIMEOUT + 60)
+    repairs = []
+    stale = db.session.scalars(
+        select(Operation).where(
+            Operation.operation_type == OperationType.QUESTION_GENERATION,
+            Operation.status.in_([OperationStatus.PENDING, OperationStatus.PROCESSING]),
+            Operation.updated_at < stale_before,
+        )
+    ).all()
+    for operation in stale:
+        if _operation_repairs_so_far(operation) >= MAX_REPAIRS:
+            generation.give_up(operation, f"Gave up after {MAX_REPAIRS} restarts.")
+            repairs.append(Repair(operation.id, [], "gave up on a generation that kept stalling"))
+            continue
+        history.operation_changed(operation, f"{REPAIR_MESSAGE}: no progress for too long.")
+        operation.updated_at = utcnow()
+        db.session.commit()
+        if not generation.enqueue_generation(operation):
+            break  # Redis went away mid-pass; the next pass tries again
+        repairs.append(Repair(operation.id, ["question_generation"], "no progress for too long"))
+    return repairs
+
+
+def _operation_repairs_so_far(operation: Operation) -> int:
+    """How often the watchdog has already re-enqueued this operation."""
+    return db.session.scalar(
+        select(func.count())
+        .select_from(HistoryEvent)
+        .where(
+            HistoryEvent.entity == Entity.OPERATION,
+            HistoryEvent.entity_id == operation.id,
+            HistoryEvent.message.startswith(REPAIR_MESSAGE),
+        )
+    )
 
 
 def _repair(operation: Operation, connection, live_workers: set[str], cutoff) -> Repair | None:
