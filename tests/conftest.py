@@ -31,13 +31,19 @@ from webapp.extensions import db
 from webapp.models import (
     ApiToken,
     Assessment,
+    AssessmentCallback,
+    Attempt,
     AuditEntry,
+    Delivery,
     HistoryEvent,
+    IdempotencyKey,
     Operation,
     Response,
     Role,
     Score,
     StageRun,
+    WebhookEndpoint,
+    WebhookEvent,
 )
 from webapp.queues import ensure_embedded_redis
 
@@ -103,6 +109,9 @@ def app(db_url, redis_url, base_dir):
             "REDIS_URL": redis_url,
             "SECRET_KEY": "test-secret",
             "OPENAI_API_KEY": "",
+            # The session's app must never hit a rate limit; tests/test_rate_limits.py builds
+            # its own app with low ones.
+            **{f"RATE_LIMIT_{b}": "100000/minute" for b in ("POLL", "WRITE", "DEFAULT")},
         }
     )
     with app.app_context():
@@ -131,7 +140,21 @@ def clean_tables(request, app):
     yield
     with app.app_context():
         db.session.rollback()
-        for model in (AuditEntry, HistoryEvent, Score, StageRun, Operation, Response, Assessment):
+        for model in (
+            Attempt,
+            Delivery,
+            WebhookEvent,
+            AssessmentCallback,
+            WebhookEndpoint,
+            IdempotencyKey,
+            AuditEntry,
+            HistoryEvent,
+            Score,
+            StageRun,
+            Operation,
+            Response,
+            Assessment,
+        ):
             db.session.execute(delete(model))
         db.session.commit()
 
@@ -342,3 +365,85 @@ def openai_server():
     server = OpenAICompatibleServer()
     yield server
     server.stop()
+
+
+# --- webhooks -----------------------------------------------------------------------------------
+
+# Receivers listen on 127.0.0.1, so the sites and workers of webhook tests allow loopback; the
+# session's app keeps the default (private addresses blocked). Short retries and timeout.
+WEBHOOK_TEST_ENV = {
+    "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
+    "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+    "WEBHOOK_TIMEOUT": "1",
+}
+
+
+@dataclass
+class WebhookSite:
+    """Workers with webhook settings on their own Redis, and an app with them enqueuing there."""
+
+    app: object
+    redis_url: str
+    workers: list[WorkerProcess]
+
+    def client(self, token: str):
+        """A Flask test client sending `Authorization: Bearer <token>` on every request."""
+        client = self.app.test_client()
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return client
+
+
+def webhook_config(env: dict[str, str]) -> dict:
+    """The app config for these WEBHOOK_* environment values (as webapp.config reads them)."""
+    config = {
+        "WEBHOOK_ALLOWED_CIDRS": [c for c in env["WEBHOOK_ALLOWED_CIDRS"].split(",") if c],
+        "WEBHOOK_RETRY_SCHEDULE": [int(s) for s in env["WEBHOOK_RETRY_SCHEDULE"].split(",") if s],
+        "WEBHOOK_TIMEOUT": float(env["WEBHOOK_TIMEOUT"]),
+    }
+    if "WEBHOOK_DISABLE_AFTER" in env:
+        config["WEBHOOK_DISABLE_AFTER"] = int(env["WEBHOOK_DISABLE_AFTER"])
+    return config
+
+
+@pytest.fixture()
+def webhook_site(app, base_dir, db_url, worker_factory) -> Iterator[Callable[..., WebhookSite]]:
+    """start(workers=1, **env): real workers delivering webhooks to loopback receivers."""
+    extra: list[WorkerProcess] = []
+
+    def start(workers: int = 1, **env: str) -> WebhookSite:
+        env = {**WEBHOOK_TEST_ENV, **env}
+        first, url = worker_factory(**env)
+        more = [start_worker(base_dir, db_url, url, **env) for _ in range(workers - 1)]
+        extra.extend(more)
+        site = create_app(
+            {
+                "TESTING": True,
+                "SQLALCHEMY_DATABASE_URI": db_url,
+                "REDIS_URL": url,
+                "SECRET_KEY": app.config["SECRET_KEY"],
+                "OPENAI_API_KEY": "",
+                **{k: v for k, v in app.config.items() if k.startswith("RATE_LIMIT_")},
+                **webhook_config(env),
+            }
+        )
+        return WebhookSite(site, url, [first, *more])
+
+    yield start
+    for process in extra:
+        process.stop()
+
+
+@pytest.fixture()
+def receivers():
+    """make(*answers, default=Answer()): real HTTP receivers on 127.0.0.1, stopped afterwards."""
+    from tests.webhook_receiver import WebhookReceiver
+
+    started: list[WebhookReceiver] = []
+
+    def make(*answers, **kwargs) -> WebhookReceiver:
+        started.append(WebhookReceiver(*answers, **kwargs))
+        return started[-1]
+
+    yield make
+    for receiver in started:
+        receiver.stop()

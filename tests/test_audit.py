@@ -51,3 +51,19 @@ def test_a_broken_audit_log_does_not_fail_the_action(app, api):
                 conn.execute(text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
     assert response.status_code == 202
     assert api.get(f"/assessments/{assessment['id']}").json()["status"] != "draft"
+
+
+def test_logins_and_logouts_are_audited(app, api_as):
+    client = app.test_client()
+    app.config["WTF_CSRF_ENABLED"] = False
+    try:
+        client.post("/login", data={"email": "student@example.com", "password": "nope-nope"})
+        client.post("/login", data={"email": "student@example.com", "password": "student-password"})
+        client.post("/logout")
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = True
+    admin = api_as("admin")
+    actions = [e["action"] for e in admin.get("/audit").json()["entries"]]
+    assert actions[:3] == ["logout", "login", "login_failed"]
+    failed = admin.get("/audit?action=login_failed").json()["entries"][0]
+    assert failed["details"] == {"email": "student@example.com"}

@@ -148,3 +148,26 @@ def test_a_stalled_question_generation_is_re_enqueued(app, db_url, tokens, api_a
         time.sleep(0.1)
     assert body["status"] == "completed"
     assert body["result"]["topic"] == "recursion"
+
+
+def test_the_workers_own_watchdog_finishes_work_submitted_while_redis_was_down(
+    app, db_url, tokens, worker_factory
+):
+    down = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    assessment, body = submit_through(down, tokens)
+    assert body["operation"]["status"] == "pending"
+    # Redis is back: a worker starts, and nobody runs `flask reconcile`.
+    _, redis_url = worker_factory(WATCHDOG_INTERVAL="1")
+    up = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url})
+    client = up.test_client()
+    deadline = time.monotonic() + 40  # the watchdog's grace (10 s) plus the pipeline
+    while True:
+        status = client.get(
+            f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens)
+        ).get_json()
+        if status["status"] == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert status["status"] == "completed", status

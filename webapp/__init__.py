@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.routing import IntegerConverter
 
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
@@ -20,6 +21,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
+    # Before any route exists: every `<int:...>` in a URL is bounded.
+    app.url_map.converters["int"] = BoundedIntegerConverter
     app.config.from_object(Config())
     if test_config:
         app.config.update(test_config)
@@ -44,23 +47,32 @@ def create_app(test_config: dict | None = None) -> Flask:
         _tune_sqlite(db.engine)
 
     from webapp import auth, cli, queues
-    from webapp.api import api_bp
+    from webapp.api import api_bp, rate_limits
     from webapp.api.problems import init_app as init_error_handlers
     from webapp.views import init_app as init_views
 
     queues.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api_bp)
+    rate_limits.init_app(app)
     init_views(app)
     init_error_handlers(app)
     cli.init_app(app)
+    from webapp import health
 
-    @app.get("/healthz")
-    def healthz():
-        """The process is up."""
-        return {"status": "ok"}
-
+    app.register_blueprint(health.bp)
     return app
+
+
+# Ids are INTEGER columns: PostgreSQL refuses larger numbers, and SQLite past 64 bits.
+MAX_ID = 2**31 - 1
+
+
+class BoundedIntegerConverter(IntegerConverter):
+    """`<int:...>` up to MAX_ID: a larger id is a 404 like any unknown one, not a database error."""
+
+    def __init__(self, url_map, fixed_digits=0, min=None, max=MAX_ID, signed=False) -> None:
+        super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
 def _tune_sqlite(engine) -> None:

@@ -1,4 +1,4 @@
-"""`flask --app wsgi ...` commands: seed-demo, create-user, create-token."""
+"""`flask --app wsgi ...` commands: seed-demo, create-user, create-token, prune."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(seed_demo_command)
     app.cli.add_command(create_user_command)
     app.cli.add_command(create_token_command)
+    app.cli.add_command(prune_command)
+    app.cli.add_command(reconcile_command)
 
 
 @click.command("seed-demo")
@@ -62,3 +64,25 @@ def create_token_command(email: str, name: str) -> None:
     db.session.commit()
     click.echo(f"token for {email} (shown once):", err=True)
     click.echo(plain)
+
+
+@click.command("prune")
+@with_appcontext
+def prune_command() -> None:
+    """Apply retention: history capped per assessment and by age, expired idempotency keys."""
+    from webapp.services.retention import prune
+
+    report = prune()
+    click.echo(f"pruned {report}")
+
+
+@click.command("reconcile")
+@with_appcontext
+def reconcile_command() -> None:
+    """Re-enqueue scoring work whose job vanished, died or was never enqueued (the watchdog)."""
+    from webapp.services.watchdog import reconcile
+
+    report = reconcile()
+    click.echo(str(report))
+    if report.redis_down:
+        raise click.ClickException("Redis is unreachable")

@@ -40,6 +40,18 @@ def _int_list(name: str, default: str) -> list[int]:
         raise RuntimeError(f"{name} must be comma-separated seconds, got {raw!r}") from exc
 
 
+def _bool(name: str, default: bool) -> bool:
+    """Read an on/off setting: 1/true/yes/on or 0/false/no/off."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise RuntimeError(f"{name} must be true or false, got {raw!r}")
+
+
 def database_url() -> str:
     """DATABASE_URL, or a SQLite file under instance/."""
     url = os.environ.get("DATABASE_URL", "").strip()
@@ -74,7 +86,19 @@ class Config:
         ]
         self.WEBHOOK_DISABLE_AFTER = _int("WEBHOOK_DISABLE_AFTER", 432000)
         self.IDEMPOTENCY_TTL = _int("IDEMPOTENCY_TTL", 86400)
+        # A key still locked after this long belongs to a crashed request and may be taken over.
+        self.IDEMPOTENCY_LOCK_TIMEOUT = _int("IDEMPOTENCY_LOCK_TIMEOUT", 60)
         self.HISTORY_RETENTION = _int("HISTORY_RETENTION", 604800)
+        # Seconds between the worker's scheduled prunes (history cap and retention, old keys).
+        self.PRUNE_INTERVAL = _int("PRUNE_INTERVAL", 3600)
+        # A busy worker heartbeats this often; the watchdog calls it dead after 2 x this + 5 s.
+        self.WORKER_HEARTBEAT = _int("WORKER_HEARTBEAT", 30)
+        self.WATCHDOG_INTERVAL = _int("WATCHDOG_INTERVAL", 30)
+        # Per account (or per IP when anonymous), in the `limits` notation: "240/minute".
+        self.RATE_LIMIT_ENABLED = _bool("RATE_LIMIT_ENABLED", True)
+        self.RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL", "").strip() or "240/minute"
+        self.RATE_LIMIT_WRITE = os.environ.get("RATE_LIMIT_WRITE", "").strip() or "30/minute"
+        self.RATE_LIMIT_DEFAULT = os.environ.get("RATE_LIMIT_DEFAULT", "").strip() or "300/minute"
         self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SESSION_COOKIE_HTTPONLY = True

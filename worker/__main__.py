@@ -1,6 +1,8 @@
 """`python -m worker`: an RQ worker with the scheduler on, listening on every queue the app uses.
 
 The app context is pushed once here, so every job (in the forked work horse) runs inside it.
+Each worker also runs RQ's cron scheduler in a thread, which enqueues the periodic prune and
+the watchdog (a Redis lock makes one worker do each per interval).
 """
 
 from __future__ import annotations
@@ -8,12 +10,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 
+import redis
+from flask import Flask
 from rq import Worker
+from rq.cron import CronScheduler
 
 from webapp import create_app
 from webapp.extensions import db
-from webapp.queues import QUEUE_NAMES, get_redis
+from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, get_redis, redis_url
+from webapp.services.retention import scheduled_prune
+from webapp.services.watchdog import scheduled_reconcile
+
+log = logging.getLogger("worker")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,8 +41,70 @@ def main(argv: list[str] | None = None) -> None:
     engine = db.engine
     # A forked work horse must not share the parent's database sockets.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
-    worker = Worker(list(QUEUE_NAMES), connection=get_redis(app), name=args.name)
-    worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    worker = Worker(
+        list(QUEUE_NAMES),
+        connection=get_redis(app),
+        name=args.name,
+        job_monitoring_interval=app.config["WORKER_HEARTBEAT"],
+    )
+    stop = threading.Event()
+    if not args.burst:
+        start_cron(app, stop)
+    try:
+        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
+
+
+def start_cron(app: Flask, stop: threading.Event) -> threading.Thread:
+    """RQ's cron scheduler in a daemon thread: prune every PRUNE_INTERVAL s, watchdog every
+    WATCHDOG_INTERVAL s.
+
+    A thread rather than `rq cron`'s own process, so `python -m worker` stays the one command to
+    run. It has its own Redis client: a forked work horse never inherits a pool in use here.
+    """
+    connection = redis.Redis.from_url(redis_url(app), socket_connect_timeout=2, socket_timeout=10)
+    scheduler = CronScheduler(connection=connection)
+    scheduler.register(
+        scheduled_prune,
+        queue_name=DEFAULT_QUEUE,
+        interval=app.config["PRUNE_INTERVAL"],
+        job_timeout=600,
+        result_ttl=3600,
+    )
+    scheduler.register(
+        scheduled_reconcile,
+        queue_name=DEFAULT_QUEUE,
+        interval=app.config["WATCHDOG_INTERVAL"],
+        job_timeout=300,
+        result_ttl=600,
+    )
+    thread = threading.Thread(target=_run_cron, args=(scheduler, stop), name="rq-cron", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_cron(scheduler: CronScheduler, stop: threading.Event) -> None:
+    """CronScheduler.start(), minus its signal handlers (only the main thread may set those)."""
+    born = False
+    while not stop.is_set():
+        try:
+            if not born:
+                scheduler.register_birth()
+                born = True
+            if scheduler.enqueue_jobs():
+                scheduler.save()
+            scheduler.heartbeat()
+            pause = scheduler.calculate_sleep_interval()
+        except redis.RedisError:
+            log.warning("cron: Redis unreachable; trying again in 5 s", exc_info=True)
+            pause = 5
+        stop.wait(max(pause, 0.5))
+    if born:
+        try:
+            scheduler.register_death()
+        except redis.RedisError:
+            log.warning("cron: could not unregister (Redis unreachable)")
 
 
 if __name__ == "__main__":

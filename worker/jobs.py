@@ -44,3 +44,14 @@ def run_generation(operation_id: int) -> None:
     from webapp.services.generation import run_generation as run
 
     run(operation_id)
+
+
+@in_session
+def deliver(delivery_id: int) -> None:
+    """Make one attempt of a webhook delivery; a failure schedules the next one, never sleeps."""
+    from rq import get_current_job
+
+    from webapp.services.webhooks.delivery import attempt
+
+    job = get_current_job()
+    attempt(delivery_id, job.id if job else None)

@@ -1,15 +1,22 @@
-"""The JSON API under /api/v1: bearer token or session auth, problem+json errors."""
+"""The JSON API under /api/v1: bearer token or session auth, problem+json errors.
+
+Layers every route gets without code of its own: NUL characters refused (PostgreSQL cannot
+hold them) and idempotency keys on every POST (SPEC 4) here, rate limits (SPEC 8) in
+`rate_limits`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, g, request
 from flask_login import current_user
 
 from webapp.auth import authenticated_by_token
-from webapp.errors import Forbidden, MalformedJSON, Unauthorized
+from webapp.errors import Forbidden, MalformedJSON, Unauthorized, ValidationFailed
 from webapp.extensions import csrf
+from webapp.services import idempotency
 
 api_bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(api_bp)
@@ -39,7 +46,7 @@ def json_body(*, required: bool = True) -> dict | None:
         return None
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting too deep too
         raise MalformedJSON(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise MalformedJSON("The request body must be a JSON object.")
@@ -50,6 +57,91 @@ def require_admin() -> None:
     """403 unless the current user is an admin."""
     if not current_user.is_admin:
         raise Forbidden("This needs an admin account.")
+
+
+@api_bp.before_request
+def refuse_nul_characters():
+    """422 for NUL characters in query or JSON strings: PostgreSQL cannot store or compare them."""
+    fields = [name for name, value in request.args.items(multi=True) if "\x00" in name + value]
+    raw = request.get_data(cache=True)
+    if b"\\u0000" in raw:  # the only way JSON spells a NUL inside a string
+        # A body that is not JSON is the route's to refuse (MALFORMED_JSON).
+        with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+            fields += _nul_paths(json.loads(raw), "body")
+    if fields:
+        raise ValidationFailed(
+            "Text must not contain NUL characters.",
+            errors=[{"field": field, "message": "contains a NUL character"} for field in fields],
+        )
+
+
+def _nul_paths(value: object, where: str) -> list[str]:
+    """Where in a JSON document strings (keys included) contain NUL."""
+    if isinstance(value, str):
+        return [where] if "\x00" in value else []
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _nul_paths(item, f"{where}[{i}]")]
+    if isinstance(value, dict):
+        found = []
+        for key, item in value.items():
+            found += [f"{where}.{key!r}"] if "\x00" in key else []
+            found += _nul_paths(item, f"{where}.{key}")
+        return found
+    return []
+
+
+# --- idempotency keys (SPEC 4) ----------------------------------------------------------------
+# "Before it ran": these hooks run after authentication and CSRF (require_login above) and after
+# the rate limiter (an app-level hook), so a request refused there, for its key or for its size
+# stores nothing. Once the view ran, its answer is stored unless it is a 5xx: 4xx answers too.
+
+
+@api_bp.before_request
+def reserve_idempotency_key():
+    """POST with an Idempotency-Key: run the first request, replay its answer to the rest."""
+    if request.method != "POST":
+        return None
+    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    if key is None:
+        return None
+    request_fingerprint = idempotency.fingerprint(
+        request.method, request.path, request.get_data(cache=True)
+    )
+    outcome = idempotency.reserve(
+        current_user.id, key, request_fingerprint, method=request.method, path=request.path
+    )
+    if isinstance(outcome, idempotency.StoredResponse):
+        response = Response(outcome.body, status=outcome.status, headers=outcome.headers)
+        response.headers[idempotency.REPLAYED_HEADER] = "true"
+        return response
+    g.idempotency_reservation = outcome
+    return None
+
+
+@api_bp.after_request
+def store_idempotent_response(response: Response) -> Response:
+    """Store the answer under the reserved key, or give the key back after a 5xx."""
+    reservation = g.pop("idempotency_reservation", None)
+    if reservation is None:
+        return response
+    if response.status_code >= 500 or response.is_streamed:
+        idempotency.release(reservation)
+        return response
+    headers = {
+        name: response.headers[name]
+        for name in idempotency.REPLAYED_HEADERS
+        if name in response.headers
+    }
+    idempotency.finish(reservation, response.status_code, response.get_data(as_text=True), headers)
+    return response
+
+
+@api_bp.teardown_request
+def release_unfinished_key(_exc: BaseException | None) -> None:
+    """A request that died before after_request leaves no lock behind."""
+    reservation = g.pop("idempotency_reservation", None)
+    if reservation is not None:
+        idempotency.release(reservation)
 
 
 def _load_routes() -> None:

@@ -4,6 +4,7 @@ from webapp.models.accounts import ApiToken, Role, User
 from webapp.models.assessments import Assessment, AssessmentStatus, Response
 from webapp.models.audit import AuditEntry
 from webapp.models.history import Entity, HistoryEvent
+from webapp.models.idempotency import IdempotencyKey
 from webapp.models.operations import (
     STAGE_LABELS,
     STAGE_WEIGHTS,
@@ -17,17 +18,40 @@ from webapp.models.operations import (
     StageStatus,
 )
 from webapp.models.questions import Question, QuestionSet, QuestionType
+from webapp.models.webhooks import (
+    EVENT_TYPE_DESCRIPTIONS,
+    PROGRESS_MILESTONES,
+    AssessmentCallback,
+    Attempt,
+    AttemptTrigger,
+    Delivery,
+    DeliveryStatus,
+    ErrorClass,
+    EventType,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 
 __all__ = [
+    "EVENT_TYPE_DESCRIPTIONS",
+    "PROGRESS_MILESTONES",
     "STAGE_LABELS",
     "STAGE_WEIGHTS",
     "WORKER_STAGES",
     "ApiToken",
     "Assessment",
+    "AssessmentCallback",
     "AssessmentStatus",
+    "Attempt",
+    "AttemptTrigger",
     "AuditEntry",
+    "Delivery",
+    "DeliveryStatus",
     "Entity",
+    "ErrorClass",
+    "EventType",
     "HistoryEvent",
+    "IdempotencyKey",
     "Operation",
     "OperationStatus",
     "OperationType",
@@ -41,4 +65,6 @@ __all__ = [
     "StageRun",
     "StageStatus",
     "User",
+    "WebhookEndpoint",
+    "WebhookEvent",
 ]

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from webapp.extensions import db
 from webapp.models import Assessment, Entity, HistoryEvent, Operation, StageRun
 from webapp.models.base import utcnow
+from webapp.services.webhooks import events as webhook_events
 
 # SPEC 7: at most this many events are kept (and shown) per assessment.
 PER_ASSESSMENT_CAP = 100
@@ -42,7 +43,7 @@ def record(
 
 
 def assessment_changed(assessment: Assessment, operation: Operation | None, message: str) -> None:
-    """Record the assessment's new status."""
+    """Record the assessment's new status, and send its webhook event (same transaction)."""
     record(
         Entity.ASSESSMENT,
         assessment.status,
@@ -52,10 +53,11 @@ def assessment_changed(assessment: Assessment, operation: Operation | None, mess
         progress=operation.progress if operation else 0,
         message=message,
     )
+    webhook_events.assessment_changed(assessment, operation)
 
 
 def operation_changed(operation: Operation, message: str) -> None:
-    """Record the operation's new status."""
+    """Record the operation's new status, and send its webhook event (same transaction)."""
     record(
         Entity.OPERATION,
         operation.status,
@@ -66,6 +68,7 @@ def operation_changed(operation: Operation, message: str) -> None:
         message=message,
         metadata={"operation_type": operation.operation_type},
     )
+    webhook_events.operation_changed(operation)
 
 
 def stage_changed(run: StageRun, message: str) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from webapp.extensions import db
 from webapp.models import (
@@ -22,6 +22,7 @@ from webapp.models import (
 )
 from webapp.models.base import isoformat, utcnow
 from webapp.services import history
+from webapp.services.webhooks import events as webhook_events
 
 # How the RQ-facing job list names each stage status.
 JOB_STATUS = {
@@ -70,12 +71,25 @@ def start_stage(run: StageRun) -> None:
     if operation.status == OperationStatus.PENDING:
         operation.status = OperationStatus.PROCESSING
         history.operation_changed(operation, "Scoring started on a worker.")
-    assessment = db.session.get(Assessment, operation.assessment_id)
-    if assessment is not None and assessment.status == AssessmentStatus.SUBMITTED:
-        assessment.status = AssessmentStatus.PROCESSING
+    if _claim_processing(operation.assessment_id):
+        assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
     db.session.commit()
+
+
+def _claim_processing(assessment_id: int | None) -> bool:
+    """Flip submitted -> processing in one conditional UPDATE: of stages starting at the same
+    moment on different workers, exactly one records (and announces) the start."""
+    if assessment_id is None:
+        return False
+    flipped = db.session.execute(
+        update(Assessment)
+        .where(Assessment.id == assessment_id, Assessment.status == AssessmentStatus.SUBMITTED)
+        .values(status=AssessmentStatus.PROCESSING, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return flipped.rowcount == 1
 
 
 def record_progress(run: StageRun, percentage: int) -> None:
@@ -109,8 +123,12 @@ def fail_stage(run: StageRun, error: str) -> None:
 
 
 def refresh_operation_progress(operation: Operation) -> None:
-    """Keep the operation's progress equal to the weighted stage progress."""
+    """Keep the operation's progress equal to the weighted stage progress.
+
+    Passing 25, 50 or 75 percent sends `assessment.progress` (each milestone once).
+    """
     operation.progress = overall_progress(operation.stage_runs, operation.done)
+    webhook_events.progress_changed(operation)
 
 
 def status_view(assessment: Assessment) -> dict:

@@ -33,6 +33,7 @@ from webapp.models import (
 from webapp.models.base import utcnow
 from webapp.queues import get_redis
 from webapp.services import history, pipeline
+from webapp.services.webhooks.delivery import requeue_lost
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,39 @@ class ReconcileReport:
 
     repairs: list[Repair] = field(default_factory=list)
     redis_down: bool = False
+    deliveries: int = 0  # webhook deliveries whose job was lost, enqueued again
 
     def __str__(self) -> str:
         if self.redis_down:
             return "Redis is unreachable; nothing re-enqueued (will retry)."
-        if not self.repairs:
-            return "Nothing to repair."
-        return "\n".join(
-            f"operation {r.operation_id}: re-enqueued {', '.join(r.stages)} ({r.reason})"
+        lines = [
+            f"operation {r.operation_id}: re-enqueued {', '.join(r.stages) or 'nothing'}"
+            f" ({r.reason})"
             for r in self.repairs
-        )
+        ]
+        if self.deliveries:
+            lines.append(f"re-enqueued {self.deliveries} webhook deliveries whose job was lost")
+        return "\n".join(lines) or "Nothing to repair."
+
+
+WATCHDOG_LOCK = "scoreline:watchdog:lock"
+
+
+def scheduled_reconcile() -> str | None:
+    """The worker's periodic watchdog pass (an RQ cron job, in the worker's app context).
+
+    Every worker runs a cron scheduler; a short Redis lock makes one of them do the pass.
+    """
+    hold = max(1, current_app.config["WATCHDOG_INTERVAL"] // 2)
+    if not get_redis().set(WATCHDOG_LOCK, "1", nx=True, ex=hold):
+        return None
+    try:
+        report = reconcile()
+        if report.repairs:
+            log.warning("watchdog: %s", report)
+        return str(report)
+    finally:
+        db.session.remove()
 
 
 def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
@@ -100,6 +124,7 @@ def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
             report.repairs.append(repair)
     if not report.redis_down:
         report.repairs.extend(_repair_generations())
+        report.deliveries = requeue_lost()
     return report
 
 

@@ -11,6 +11,8 @@ from wtforms.validators import DataRequired, Email, Length
 
 from webapp.extensions import db
 from webapp.models import User
+from webapp.services import audit
+from webapp.services.audit import Action
 
 bp = Blueprint("auth", __name__)
 
@@ -40,7 +42,9 @@ def login():
         user = db.session.scalar(select(User).where(User.email == form.email.data.strip().lower()))
         if user is not None and user.check_password(form.password.data):
             login_user(user)
+            audit.record(Action.LOGIN, actor=user, entity_type="user", entity_id=user.id)
             return redirect(_safe_next(request.args.get("next")))
+        audit.record(Action.LOGIN_FAILED, details={"email": form.email.data.strip().lower()})
         flash("Wrong email or password.", "error")
     elif request.method == "POST":
         flash("Please enter a valid email and your password.", "error")
@@ -50,6 +54,10 @@ def login():
 @bp.post("/logout")
 def logout():
     """Log out and go back to the login page."""
+    if current_user.is_authenticated:
+        audit.record(
+            Action.LOGOUT, actor=current_user, entity_type="user", entity_id=current_user.id
+        )
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -1,0 +1,153 @@
+"""The admin audit page: entries, filters, escaping, admins only."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import ADMIN, STUDENT
+from webapp.extensions import db
+from webapp.models import User
+from webapp.services import audit
+from webapp.services.audit import Action
+
+ACTION = re.compile(r'data-testid="audit-action">([^<]+)<')
+
+
+def log_in(app, client, email: str) -> None:
+    """A browser session for `email`, without going through the login form."""
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == email))
+    with client.session_transaction() as session:
+        session["_user_id"] = str(user.id)
+        session["_fresh"] = True
+
+
+def record(app, action: Action, email: str, entity_type: str, entity_id, **details) -> None:
+    with app.app_context():
+        actor = db.session.scalar(select(User).where(User.email == email))
+        audit.record(
+            action, actor=actor, entity_type=entity_type, entity_id=entity_id, details=details
+        )
+
+
+@pytest.fixture()
+def admin_client(app, client):
+    log_in(app, client, ADMIN[0])
+    return client
+
+
+@pytest.fixture()
+def entries(app):
+    record(app, Action.ASSESSMENT_SUBMITTED, STUDENT[0], "assessment", 11, operation_id=5)
+    record(app, Action.LOGIN, STUDENT[0], "user", 2)
+    record(app, Action.ASSESSMENT_RESCORED, ADMIN[0], "assessment", 12, operation_id=6)
+
+
+def rows(response) -> int:
+    return len(ACTION.findall(response.get_data(as_text=True)))
+
+
+def test_the_page_lists_entries_newest_first(admin_client, entries):
+    response = admin_client.get("/admin/audit")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert ACTION.findall(html) == ["assessment.rescored", "login", "assessment.submitted"]
+    assert "operation_id: 5" in html
+    assert "assessment #11" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("actor=student@", 2),
+        ("actor=admin", 1),
+        ("action=login", 1),
+        ("action=assessment.submitted", 1),
+        ("entity_type=assessment", 2),
+        ("entity_type=assessment&entity_id=12", 1),
+        ("actor=student&action=assessment.rescored", 0),
+        ("action=no.such.action", 0),
+    ],
+)
+def test_filters_narrow_the_entries(admin_client, entries, query, expected):
+    response = admin_client.get(f"/admin/audit?{query}")
+    assert response.status_code == 200
+    assert rows(response) == expected
+    if expected == 0:
+        assert "No entries match these filters." in response.get_data(as_text=True)
+
+
+def test_filters_are_kept_in_the_form(admin_client, entries):
+    html = admin_client.get("/admin/audit?action=login&actor=stud").get_data(as_text=True)
+    assert '<option value="login" selected>' in html
+    assert 'value="stud"' in html
+
+
+def test_what_people_typed_is_escaped(app, admin_client):
+    with app.app_context():
+        audit.record(
+            Action.LOGIN_FAILED,
+            entity_type="user",
+            entity_id="<img src=x onerror=alert(2)>",
+            details={"email": "<script>alert(1)</script>"},
+        )
+    response = admin_client.get('/admin/audit?actor="><script>alert(3)</script>')
+    html = response.get_data(as_text=True)
+    assert "<script>alert" not in html
+    assert "<img src=x" not in html
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in html  # the filter value, escaped
+    html = admin_client.get("/admin/audit").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "system" in html  # no actor
+
+
+def test_an_empty_log_says_so(admin_client):
+    html = admin_client.get("/admin/audit").get_data(as_text=True)
+    assert "Nothing has been recorded yet." in html
+
+
+def test_students_get_403(app, client):
+    log_in(app, client, STUDENT[0])
+    assert client.get("/admin/audit").status_code == 403
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client):
+    response = client.get("/admin/audit")
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
+
+
+def test_the_page_fits_a_phone(admin_client, entries):
+    html = admin_client.get("/admin/audit").get_data(as_text=True)
+    assert 'name="viewport"' in html  # base.html
+    assert 'class="table-wrap"' in html  # the table scrolls inside the page, never the page
+    assert "student<wbr>@example.com" in html  # long emails may break after the local part
+
+
+@pytest.mark.db
+def test_the_audited_actions_of_the_api_are_recorded(api, api_as, worker):
+    """Submitting, rescoring and starting an operation each leave an entry naming who and what."""
+    from webapp.services.generation import QUESTION_TYPES, topics
+
+    admin = api_as("admin")
+    assessment = api.start()
+    submitted = api.post(f"/assessments/{assessment['id']}/submit").json()
+    api.wait_finished(assessment["id"])
+    rescored = admin.post(f"/assessments/{assessment['id']}/rescore").json()
+    params = {"topic": topics()[0], "question_type": QUESTION_TYPES[0]}
+    created = admin.post(
+        "/operations", json={"operation_type": "question_generation", "params": params}
+    ).json()
+
+    entries = admin.get("/audit").json()["entries"]
+    seen = {(e["action"], e["entity_type"], e["entity_id"], e["actor"]["email"]) for e in entries}
+    assert ("assessment.submitted", "assessment", str(assessment["id"]), STUDENT[0]) in seen
+    assert ("assessment.rescored", "assessment", str(assessment["id"]), ADMIN[0]) in seen
+    assert ("operation.created", "operation", str(created["id"]), ADMIN[0]) in seen
+    details = {e["action"]: e["details"] for e in entries}
+    assert details["assessment.submitted"]["operation_id"] == submitted["operation"]["id"]
+    assert details["assessment.rescored"]["operation_id"] == rescored["id"]

@@ -1,0 +1,118 @@
+"""Rate limits on the API (SPEC 8): Flask-Limiter on the shared Redis, per account.
+
+Three buckets, each per account (bearer token or session alike; per IP address when anonymous)
+and shared by every endpoint in it, in fixed one-minute windows:
+
+- poll (RATE_LIMIT_POLL, default 240/minute): status, operations, history, recent events.
+  Polling every 2 s is 30 a minute per tab, so eight tabs fit.
+- write (RATE_LIMIT_WRITE, default 30/minute): every POST (create, submit, rescore, ...).
+- default (RATE_LIMIT_DEFAULT, default 300/minute): everything else.
+
+Over the limit: 429 RATE_LIMITED problem+json with `Retry-After` (seconds to the window's end).
+A request costs one Redis round trip (an INCR-and-EXPIRE script); headers are not computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import redis
+from flask import Flask, current_app, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_login import current_user
+from limits import parse_many
+
+from webapp.api import api_bp
+from webapp.api.problems import problem
+
+log = logging.getLogger(__name__)
+
+BUCKETS = ("poll", "write", "default")
+# The endpoints clients poll while work runs.
+POLL_ENDPOINTS = frozenset(
+    {"api.status", "api.show_operation", "api.assessment_history", "api.recent_events"}
+)
+
+
+def bucket() -> str:
+    """Which bucket the current request counts against."""
+    if request.endpoint in POLL_ENDPOINTS:
+        return "poll"
+    if request.method == "POST":
+        return "write"
+    return "default"
+
+
+def client_key() -> str:
+    """Who is counted: the account, or the IP address of an anonymous client."""
+    if current_user.is_authenticated:
+        return f"account:{current_user.id}"
+    return f"ip:{request.remote_addr or 'unknown'}"
+
+
+def current_limit() -> str:
+    """The limit of the current request's bucket, from the app's config."""
+    return current_app.config[f"RATE_LIMIT_{bucket().upper()}"]
+
+
+def storage_uri(app: Flask) -> str:
+    """The app's Redis in the `limits` notation (a unix socket is `redis+unix://`)."""
+    # Without REDIS_URL, webapp.queues.redis_url() starts the embedded server on this socket.
+    url = app.config.get("REDIS_URL") or f"unix://{Path(app.instance_path) / 'redis.sock'}"
+    if url.startswith("unix://"):
+        return "redis+unix://" + url[len("unix://") :]
+    return url
+
+
+def init_app(app: Flask) -> Limiter:
+    """Bind a Limiter to this app and limit the API blueprint.
+
+    Each app gets its own Limiter because Flask-Limiter keeps its storage on the instance (and
+    tests build several apps). When Redis is unreachable the limits are counted in memory
+    instead, so the API, submit included, keeps working.
+    """
+    from webapp.queues import redis_url
+
+    for name in (f"RATE_LIMIT_{b.upper()}" for b in BUCKETS):
+        try:
+            parse_many(app.config[name])
+        except ValueError as exc:
+            raise RuntimeError(f"{name} is not a rate limit: {app.config[name]!r}") from exc
+    app.config.setdefault("RATELIMIT_ENABLED", app.config["RATE_LIMIT_ENABLED"])
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(app))
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 1, "socket_timeout": 2}
+    )
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", "scoreline")
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+
+    @app.before_request
+    def _start_embedded_redis():
+        # Registered before the limiter's hook: the embedded server starts on first use.
+        if not app.config.get("REDIS_URL"):
+            redis_url(app)
+
+    limiter = Limiter(client_key, strategy="fixed-window", headers_enabled=False)
+    limiter.shared_limit(current_limit, scope=lambda _endpoint: bucket())(api_bp)
+    limiter.init_app(app)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded):
+        retry_after = 60
+        try:
+            if limiter.current_limit is not None:
+                retry_after = max(1, int(limiter.current_limit.reset_at - time.time()))
+        except redis.RedisError:
+            log.warning("rate limit window unknown (Redis unreachable); Retry-After: 60")
+        return problem(
+            429,
+            "RATE_LIMITED",
+            "Too many requests",
+            f"At most {exc.limit.limit} {bucket()} requests per account; retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    return limiter

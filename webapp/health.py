@@ -1,0 +1,68 @@
+"""Health checks: /healthz (the process is up) and /readyz (it can do its job)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint
+from rq import Worker
+from sqlalchemy import text
+
+from webapp.extensions import db
+from webapp.queues import get_redis
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is up (no dependencies checked)."""
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    """Database, Redis and at least one live worker; 503 with the reasons when any is missing."""
+    checks = {"database": _database(), "redis": _redis()}
+    checks["workers"] = _workers() if checks["redis"]["ok"] else _skipped("Redis is unreachable")
+    ready = all(check["ok"] for check in checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return body, 200 if ready else 503
+
+
+def _database() -> dict:
+    """Can we run a query?"""
+    try:
+        db.session.execute(text("SELECT 1"))
+        return {"ok": True}
+    except Exception as exc:  # any driver error means "not ready"; say which
+        db.session.rollback()
+        log.warning("readyz: database check failed: %s", exc)
+        return {"ok": False, "reason": f"database unreachable: {type(exc).__name__}"}
+
+
+def _redis() -> dict:
+    """Does Redis answer?"""
+    try:
+        get_redis().ping()
+        return {"ok": True}
+    except redis.RedisError as exc:
+        return {"ok": False, "reason": f"Redis unreachable: {type(exc).__name__}"}
+
+
+def _workers() -> dict:
+    """Is at least one worker registered (its key expires when it stops heartbeating)?"""
+    try:
+        workers = Worker.all(connection=get_redis())
+    except redis.RedisError as exc:
+        return {"ok": False, "reason": f"cannot list workers: {type(exc).__name__}"}
+    if not workers:
+        return {"ok": False, "count": 0, "reason": "no live worker: start `python -m worker`"}
+    return {"ok": True, "count": len(workers)}
+
+
+def _skipped(reason: str) -> dict:
+    """A check that could not run."""
+    return {"ok": False, "reason": reason}

@@ -1,0 +1,440 @@
+"""Delivering: one attempt per job, its log, the retry schedule, auto-disable, redeliver, recover.
+
+A delivery job makes exactly one HTTP attempt and never sleeps: on failure it schedules the next
+attempt with RQ's scheduler (`enqueue_at`) and ends. No database transaction stays open while
+the request is in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import redis
+import requests
+import urllib3
+from flask import current_app
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select
+
+from webapp.extensions import db
+from webapp.models import (
+    Assessment,
+    AssessmentCallback,
+    Attempt,
+    AttemptTrigger,
+    Delivery,
+    DeliveryStatus,
+    Entity,
+    ErrorClass,
+    WebhookEndpoint,
+)
+from webapp.models.base import isoformat, utcnow
+from webapp.queues import get_redis
+from webapp.services import history
+from webapp.services.webhooks import events, signing
+from webapp.services.webhooks.url_guard import (
+    AddressGuard,
+    BlockedAddress,
+    InvalidWebhookUrl,
+    guarded_session,
+    parse_url,
+)
+
+log = logging.getLogger(__name__)
+
+RESPONSE_BODY_LIMIT = 4096
+JITTER = 0.2  # each scheduled delay is scaled by a random factor in [0.8, 1.2]
+RETRY_AFTER_CAP = 24 * 3600  # a receiver's Retry-After is honoured up to a day
+# A pending delivery whose job is missing this long after it was due is re-enqueued.
+WATCHDOG_GRACE = timedelta(seconds=30)
+_ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
+
+
+@dataclass
+class Outcome:
+    """What one HTTP attempt did, before anything is written."""
+
+    url: str
+    started_at: datetime
+    request_headers: dict[str, str]
+    duration_ms: int = 0
+    status: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None
+    error: ErrorClass | None = None
+    detail: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """2xx, and nothing else, is success."""
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+    def retry_after(self) -> float | None:
+        """The receiver's Retry-After in seconds (delta or HTTP date), if it sent a valid one."""
+        raw = (self.response_headers.get("retry-after") or "").strip()
+        if not raw:
+            return None
+        if raw.isdigit():
+            return float(raw)
+        try:
+            moment = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, (moment - utcnow()).total_seconds())
+
+    def summary(self) -> str:
+        """The attempt in a few words, for lists and reasons."""
+        if self.error == ErrorClass.REDIRECT:
+            return f"HTTP {self.status}, redirect not followed"
+        if self.error is not None:
+            return f"{self.error}: {self.detail}" if self.detail else str(self.error)
+        return f"HTTP {self.status}"
+
+
+# --- sending (no database) ---------------------------------------------------------------------
+
+
+def send(url: str, body: bytes, headers: dict[str, str], *, timeout: float, guard: AddressGuard):
+    """POST the body once: no redirects, no proxies, only addresses the guard checked."""
+    outcome = Outcome(url=url, started_at=utcnow(), request_headers=signing.redacted(headers))
+    started = time.monotonic()
+    try:
+        parse_url(url)
+        with guarded_session(guard) as http:
+            response = http.post(
+                url,
+                data=body,
+                headers=headers,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                outcome.status = response.status_code
+                outcome.response_headers = {k.lower(): v for k, v in response.headers.items()}
+                outcome.body = _read_body(response)
+    except (BlockedAddress, InvalidWebhookUrl) as exc:
+        outcome.error, outcome.detail = ErrorClass.BLOCKED, getattr(exc, "detail", str(exc))
+    except requests.exceptions.SSLError as exc:
+        outcome.error, outcome.detail = ErrorClass.TLS, _reason(exc)
+    except requests.exceptions.Timeout:
+        outcome.error, outcome.detail = ErrorClass.TIMEOUT, f"no answer within {timeout:g} s"
+    except requests.exceptions.ConnectionError as exc:
+        dns = _caused_by(exc, urllib3.exceptions.NameResolutionError)
+        outcome.error = ErrorClass.DNS if dns else ErrorClass.CONNECTION
+        outcome.detail = _reason(exc)
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        outcome.error, outcome.detail = ErrorClass.CONNECTION, _reason(exc)
+    outcome.duration_ms = round((time.monotonic() - started) * 1000)
+    if outcome.status is not None and 300 <= outcome.status < 400:
+        location = outcome.response_headers.get("location", "")
+        outcome.error = ErrorClass.REDIRECT
+        outcome.detail = f"redirects are not followed (Location: {location or 'none'})"
+    return outcome
+
+
+def _read_body(response: requests.Response) -> str:
+    """The first 4 KB of the response body, as text; a body that stalls is noted, not fatal."""
+    try:
+        raw = response.raw.read(RESPONSE_BODY_LIMIT, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return f"(body not read: {type(exc).__name__})"
+    return raw[:RESPONSE_BODY_LIMIT].decode(response.encoding or "utf-8", errors="replace")
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    """True when `kind` is anywhere in the exception's chain (urllib3 nests it in MaxRetryError)."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return True
+        stack.extend([current.__cause__, current.__context__, getattr(current, "reason", None)])
+        stack.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful message of a requests/urllib3 error."""
+    inner = exc
+    while True:
+        nxt = getattr(inner, "reason", None)
+        if not isinstance(nxt, BaseException):
+            args = [a for a in getattr(inner, "args", ()) if isinstance(a, BaseException)]
+            nxt = args[0] if args else None
+        if nxt is None or nxt is inner:
+            break
+        inner = nxt
+    text = str(inner)
+    if "): " in text:  # urllib3 prefixes "HTTPConnection(host=..., port=...): "
+        text = text.split("): ", 1)[1]
+    return text[:500]
+
+
+# --- one attempt of a delivery ------------------------------------------------------------------
+
+
+def attempt(delivery_id: int, job_id: str | None) -> None:
+    """Make one attempt of a delivery, if `job_id` still owns it; schedule a retry on failure."""
+    config = current_app.config
+    delivery = db.session.get(Delivery, delivery_id)
+    if delivery is None:
+        log.info("delivery %s no longer exists; nothing to send", delivery_id)
+        return
+    if job_id is not None and delivery.job_id != job_id:
+        log.info("job %s is stale for delivery %s; skipping", job_id, delivery_id)
+        return
+    trigger = AttemptTrigger(delivery.next_trigger)
+    target = delivery.endpoint or delivery.callback
+    if trigger == AttemptTrigger.SCHEDULED and not target.enabled:
+        _set_status(delivery, DeliveryStatus.SKIPPED, events.SKIPPED_WHILE_DISABLED)
+        db.session.commit()
+        return
+    url, keys = target.url, signing_keys(delivery)
+    body, webhook_id = delivery.event.body, delivery.event.webhook_id
+    db.session.commit()  # end the read transaction: nothing is held while the request is out
+    headers = signing.headers(body, webhook_id=webhook_id, timestamp=int(time.time()), keys=keys)
+    guard = AddressGuard.from_cidrs(config["WEBHOOK_ALLOWED_CIDRS"])
+    outcome = send(url, body, headers, timeout=config["WEBHOOK_TIMEOUT"], guard=guard)
+    record(delivery_id, job_id, trigger, outcome)
+
+
+def signing_keys(delivery: Delivery) -> list[str]:
+    """The secrets that sign this delivery: the endpoint's active ones, or the owner's."""
+    if delivery.endpoint is not None:
+        return delivery.endpoint.active_secrets()
+    assessment = db.session.get(Assessment, delivery.callback.assessment_id)
+    return [assessment.user.signing_secret]
+
+
+def record(delivery_id: int, job_id: str | None, trigger: AttemptTrigger, outcome: Outcome) -> None:
+    """Log the attempt, then settle the delivery: succeeded, retrying (scheduled) or failed."""
+    config = current_app.config
+    delivery = db.session.scalar(
+        select(Delivery)
+        .where(Delivery.id == delivery_id)
+        .with_for_update(of=Delivery)
+        .execution_options(populate_existing=True)
+    )
+    if delivery is None:
+        return  # deleted with its endpoint while the request was out
+    delivery.attempt_count += 1
+    entry = Attempt(
+        delivery_id=delivery.id,
+        number=delivery.attempt_count,
+        trigger=trigger,
+        started_at=outcome.started_at,
+        duration_ms=outcome.duration_ms,
+        url=outcome.url,
+        request_headers=outcome.request_headers,
+        response_status=outcome.status,
+        response_headers={k: v[:1000] for k, v in list(outcome.response_headers.items())[:50]},
+        response_body=outcome.body,
+        error=outcome.error,
+        error_detail=outcome.detail,
+    )
+    db.session.add(entry)
+    delivery.last_attempt_at = outcome.started_at
+    delivery.last_response_status = outcome.status
+    delivery.last_error = None if outcome.succeeded else outcome.summary()
+    # An admin may have asked for another attempt meanwhile; that one decides what comes next.
+    current = job_id is None or delivery.job_id == job_id
+    if outcome.succeeded:
+        _healthy(delivery)
+        if current:
+            _set_status(delivery, DeliveryStatus.SUCCEEDED)
+    else:
+        gone = _failing(delivery, outcome, config["WEBHOOK_DISABLE_AFTER"])
+        schedule = config["WEBHOOK_RETRY_SCHEDULE"]
+        if not current:
+            pass
+        elif not gone and delivery.auto_retry and delivery.retries_used < len(schedule):
+            delay = retry_delay(schedule[delivery.retries_used], outcome.retry_after())
+            delivery.retries_used += 1
+            events.enqueue_after_commit(delivery, delay)
+            entry.next_attempt_at = delivery.next_attempt_at
+            _set_status(delivery, DeliveryStatus.RETRYING, delivery.last_error)
+        else:
+            _set_status(delivery, DeliveryStatus.FAILED, delivery.last_error)
+    db.session.commit()
+
+
+def retry_delay(scheduled: float, retry_after: float | None) -> float:
+    """The scheduled delay with +-20% jitter, stretched to the receiver's Retry-After (capped)."""
+    delay = scheduled * random.uniform(1 - JITTER, 1 + JITTER)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return max(delay, 0.5)
+
+
+def _set_status(delivery: Delivery, status: DeliveryStatus, note: str | None = None) -> None:
+    """Change a delivery's status and record it in the history (SPEC 7)."""
+    if status.finished:
+        delivery.job_id = None
+        delivery.next_attempt_at = None
+    if status == DeliveryStatus.SKIPPED:
+        delivery.last_error = note
+    if delivery.status == status:
+        return
+    delivery.status = status
+    event = delivery.event
+    words = {
+        DeliveryStatus.SUCCEEDED: "delivered",
+        DeliveryStatus.RETRYING: "failed; retry scheduled",
+        DeliveryStatus.FAILED: "failed; no more retries",
+        DeliveryStatus.SKIPPED: "skipped",
+        DeliveryStatus.PENDING: "queued",
+    }[status]
+    message = f"Webhook {event.type} ({event.webhook_id}) {words}"
+    history.record(
+        Entity.DELIVERY,
+        status,
+        assessment_id=event.assessment_id,
+        operation_id=event.operation_id,
+        entity_id=delivery.id,
+        message=f"{message}: {note}" if note else f"{message}.",
+        metadata={
+            "event_type": event.type,
+            "webhook_id": event.webhook_id,
+            "endpoint_id": delivery.endpoint_id,
+            "callback_id": delivery.callback_id,
+            "attempts": delivery.attempt_count,
+            "next_attempt_at": isoformat(delivery.next_attempt_at),
+        },
+    )
+
+
+def _healthy(delivery: Delivery) -> None:
+    """A success ends the endpoint's run of failures."""
+    if delivery.endpoint is not None:
+        delivery.endpoint.failing_since = None
+
+
+def _failing(delivery: Delivery, outcome: Outcome, disable_after: int) -> bool:
+    """Note a failure against the target; True when the target is now disabled.
+
+    410 Gone disables at once; otherwise an endpoint that has failed continuously for
+    `disable_after` seconds is disabled, with the reason shown to admins.
+    """
+    now = utcnow()
+    endpoint = delivery.endpoint
+    if endpoint is None:
+        callback: AssessmentCallback = delivery.callback
+        if outcome.status == 410:
+            callback.disabled_at = now
+            callback.disabled_reason = f"The receiver answered 410 Gone on {when(now)}."
+        return not callback.enabled
+    if outcome.status == 410:
+        disable(endpoint, f"The endpoint answered 410 Gone on {when(now)}.")
+        return True
+    if endpoint.failing_since is None:
+        endpoint.failing_since = outcome.started_at
+    elif endpoint.enabled and (now - endpoint.failing_since).total_seconds() >= disable_after:
+        disable(
+            endpoint,
+            f"Every delivery failed for {_duration(disable_after)} (since "
+            f"{when(endpoint.failing_since)}); the last one: {outcome.summary()}.",
+        )
+        return True
+    return not endpoint.enabled
+
+
+def disable(endpoint: WebhookEndpoint, reason: str) -> None:
+    """Disable an endpoint: its waiting deliveries are skipped (recover sends them later)."""
+    endpoint.enabled = False
+    endpoint.disabled_reason = reason
+    endpoint.disabled_at = utcnow()
+    waiting = db.session.scalars(
+        select(Delivery).where(
+            Delivery.endpoint_id == endpoint.id,
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING]),
+            Delivery.next_trigger == AttemptTrigger.SCHEDULED,
+        )
+    )
+    for delivery in waiting:
+        _set_status(delivery, DeliveryStatus.SKIPPED, events.SKIPPED_WHILE_DISABLED)
+
+
+def when(moment: datetime) -> str:
+    """A moment as people read it in a reason: `24 Nov 2025, 14:03:05 UTC`."""
+    return moment.astimezone(UTC).strftime("%-d %b %Y, %H:%M:%S UTC")
+
+
+def _duration(seconds: float) -> str:
+    """5 days, 3 hours, 20 minutes, 4 seconds: the largest unit that fits."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = round(seconds / size, 1)
+            return f"{count:g} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds:g} second{'' if seconds == 1 else 's'}"
+
+
+# --- manual attempts ----------------------------------------------------------------------------
+
+
+def redeliver(delivery: Delivery) -> None:
+    """Send a delivery again now, once (trigger manual), with the same webhook-id and body.
+
+    A delivery waiting for a retry keeps its schedule if this attempt fails too; a finished one
+    gets exactly this one attempt. The caller commits; the job is enqueued after the commit.
+    """
+    if DeliveryStatus(delivery.status).finished:
+        delivery.auto_retry = False
+        _set_status(delivery, DeliveryStatus.PENDING)
+        delivery.last_error = None
+    events.enqueue_after_commit(delivery, trigger=AttemptTrigger.MANUAL)
+
+
+# --- the watchdog's part ------------------------------------------------------------------------
+
+
+def pending_deliveries_without_job(grace: timedelta = WATCHDOG_GRACE) -> list[Delivery]:
+    """Pending or retrying deliveries overdue by `grace` whose job is not alive in Redis.
+
+    Their job was never enqueued (Redis was down at commit) or was lost with Redis's data.
+    Raises redis.RedisError when Redis is unreachable.
+    """
+    overdue = db.session.scalars(
+        select(Delivery).where(
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.RETRYING]),
+            Delivery.next_attempt_at < utcnow() - grace,
+        )
+    ).all()
+    connection = get_redis()
+    lost = []
+    for delivery in overdue:
+        try:
+            job = Job.fetch(delivery.job_id, connection=connection) if delivery.job_id else None
+        except NoSuchJobError:
+            job = None
+        if job is None or job.get_status(refresh=False) not in _ALIVE:
+            lost.append(delivery)
+    return lost
+
+
+def requeue_lost(grace: timedelta = WATCHDOG_GRACE) -> int:
+    """Enqueue a fresh job for every delivery whose job vanished; returns how many (0 if Redis
+    is down: the rows wait for the next pass)."""
+    try:
+        lost = pending_deliveries_without_job(grace)
+    except redis.RedisError:
+        log.warning("watchdog: Redis unreachable; webhook deliveries wait for the next pass")
+        return 0
+    for delivery in lost:
+        events.enqueue_after_commit(delivery, trigger=AttemptTrigger(delivery.next_trigger))
+    db.session.commit()
+    if lost:
+        log.warning("watchdog: re-enqueued %d webhook deliveries", len(lost))
+    return len(lost)
