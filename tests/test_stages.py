@@ -132,3 +132,23 @@ def test_openai_scorer_does_not_retry_a_400(openai_server):
     with pytest.raises(StageError, match="refused"):
         scorer_for(openai_server).score(ESSAY)
     assert openai_server.count == 1
+
+
+def test_rag_weak_areas_name_missed_topics_missing_concepts_and_weak_dimensions():
+    from worker.stages.rag import weak_areas
+
+    questions = [
+        QuestionInput(id=1, type="theoretical", weight=1, answer="a", correct_option="b",
+                      topic="caching"),
+        QuestionInput(id=2, type="theoretical", weight=1, answer="b", correct_option="b",
+                      topic="json"),
+        QuestionInput(
+            id=3, type="essay", weight=4, prompt="Explain how recursion works in Python.",
+            key_concepts=("base case", "call stack"), answer="It is when a function calls itself.",
+        ),
+    ]  # fmt: skip
+    weak = weak_areas(questions)
+    assert weak.missed_topics == ("caching",)
+    assert weak.missing_concepts == ("base case", "call stack")
+    assert "depth" in weak.weak_dimensions  # a one-line essay is thin
+    assert weak.essay_texts == ("It is when a function calls itself.",)

@@ -7,13 +7,22 @@ from collections.abc import Sequence
 
 from worker.stages.base import ProgressCallback, QuestionInput, no_progress
 from worker.stages.retrieval import WeakAreas, default_knowledge_base
+from worker.stages.rubric import score_essay_offline
+
+# Rubric dimensions scored below this (0-10) by the offline rubric count as weak.
+WEAK_DIMENSION_BELOW = 5
 
 
 def weak_areas(questions: Sequence[QuestionInput]) -> WeakAreas:
-    """Missed theoretical topics, essay content, and key concepts the essays did not mention."""
+    """Missed theoretical topics, weak rubric dimensions, missing key concepts, essay content.
+
+    `rag` runs beside `gpt`, so it cannot wait for the essay rubric; it estimates the weak
+    dimensions with the deterministic offline rubric instead (cheap, and the same for a rerun).
+    """
     missed = []
     essays = []
     missing_concepts = []
+    weak_dimensions = []
     for q in questions:
         if q.type == "theoretical":
             if not q.answered or q.answer.strip() != (q.correct_option or ""):
@@ -21,12 +30,17 @@ def weak_areas(questions: Sequence[QuestionInput]) -> WeakAreas:
         elif q.type == "essay":
             if q.answered:
                 essays.append(q.answer)
+                rubric = score_essay_offline(q.prompt, q.key_concepts, q.answer).rubric
+                weak_dimensions += [
+                    name for name, dim in rubric.items() if dim.score < WEAK_DIMENSION_BELOW
+                ]
             text = _normalise(q.answer)
             missing_concepts += [c for c in q.key_concepts if _normalise(c) not in text]
             if not q.answered and q.topic:
                 missed.append(q.topic)
     return WeakAreas(
         missed_topics=tuple(dict.fromkeys(t for t in missed if t)),
+        weak_dimensions=tuple(dict.fromkeys(weak_dimensions)),
         essay_texts=tuple(essays),
         missing_concepts=tuple(dict.fromkeys(missing_concepts)),
     )
