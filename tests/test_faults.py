@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from datetime import timedelta
 
 import psutil
 import pytest
+import redis
+from sqlalchemy import text
 
 from tests.conftest import start_worker
 from tests.openai_server import rubric_reply
 from tests.test_pipeline import full_answers
 from webapp import create_app
+from webapp.extensions import db
+from webapp.queues import ensure_embedded_redis
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
@@ -149,3 +154,114 @@ def test_sigterm_lets_the_current_job_finish(
     finally:
         successor.stop()
     assert done["overall_progress"] == 100
+
+
+def stack(db_url: str, redis_url: str):
+    """An app on this database and Redis, as every process of a deployment would build it."""
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "REDIS_URL": redis_url,
+            "WORKER_HEARTBEAT": int(HEARTBEAT),
+        }
+    )
+
+
+def test_redis_flushed_mid_stage_the_watchdog_brings_it_to_the_end(
+    db_url, tokens, worker_factory, openai_server
+):
+    env = {**slow_openai(openai_server, seconds=1.0), "WATCHDOG_INTERVAL": "1"}
+    _, redis_url = worker_factory(**env)
+    app = stack(db_url, redis_url)
+    assessment_id = submit(app, tokens)
+    wait_for(
+        lambda: stage(status(app, tokens, assessment_id), "gpt")["status"] == "in_progress",
+        20,
+        "the gpt stage to start",
+    )
+    redis.Redis.from_url(redis_url).flushdb()  # every queue, job and registry of this deployment
+    body = wait_for(
+        lambda: (
+            (b := status(app, tokens, assessment_id))["status"] in ("completed", "failed") and b
+        ),
+        60,
+        "the watchdog to bring the assessment to the end",
+    )
+    assert body["status"] == "completed"
+    assert body["degraded"] is False
+    history = app.test_client().get(
+        f"/api/v1/assessments/{assessment_id}/history",
+        headers={"Authorization": f"Bearer {tokens['student']}"},
+    )
+    assert any(e["message"].startswith("Re-enqueued") for e in history.get_json()["history"])
+
+
+def test_redis_stopped_submit_accepted_redis_started_and_the_assessment_completes(
+    base_dir, tmp_path, db_url, tokens
+):
+    url = ensure_embedded_redis(tmp_path)  # a Redis server of this test's own, to stop and start
+    worker = start_worker(base_dir, db_url, url, WATCHDOG_INTERVAL="1", WORKER_HEARTBEAT=HEARTBEAT)
+    app = stack(db_url, url)
+    try:
+        with contextlib.suppress(redis.ConnectionError):
+            redis.Redis.from_url(url).shutdown(nosave=True)
+        wait_for(lambda: not (tmp_path / "redis.sock").exists(), 10, "Redis to stop")
+        assessment_id = submit(app, tokens)  # accepted while Redis is down
+        assert status(app, tokens, assessment_id)["status"] == "submitted"
+        assert ensure_embedded_redis(tmp_path) == url  # Redis is back, empty
+        body = wait_for(
+            lambda: (b := status(app, tokens, assessment_id))["status"] == "completed" and b,
+            90,
+            "the assessment to complete after Redis came back",
+        )
+    finally:
+        worker.stop()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(url).shutdown(nosave=True)
+    assert body["overall_progress"] == 100
+
+
+@pytest.mark.postgres
+def test_a_database_connection_cut_mid_stage_retries_the_stage(
+    app, db_url, tokens, worker_factory, openai_server
+):
+    assert db_url.startswith("postgresql"), "this test cuts PostgreSQL connections (CI's PG pass)"
+    env = slow_openai(openai_server, seconds=1.5)
+    worker, redis_url = worker_factory(**env)
+    scoring = stack(db_url, redis_url)
+    assessment_id = submit(scoring, tokens)
+    wait_for(
+        lambda: stage(status(scoring, tokens, assessment_id), "gpt")["status"] == "in_progress",
+        20,
+        "the gpt stage to start",
+    )
+    time.sleep(0.5)  # inside the slow model call, with the stage's transaction open
+    with app.app_context():
+        killed = db.session.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
+            )
+        ).scalar()
+        db.session.commit()
+    assert killed >= 1
+    body = wait_for(
+        lambda: (
+            (b := status(scoring, tokens, assessment_id))["status"] in ("completed", "failed") and b
+        ),
+        60,
+        "the assessment to finish",
+    )
+    assert body["status"] == "completed"
+    assert body["degraded"] is False  # the stage ran again; nothing failed, nothing half-written
+    assert stage(body, "gpt")["status"] == "completed"
+    assert "lost its database connection" in worker.log()
+    with app.app_context():
+        scores = db.session.execute(
+            text("SELECT count(*) FROM scores s JOIN operations o ON o.id = s.operation_id "
+                 "WHERE o.assessment_id = :a AND s.stage = 'gpt'"),
+            {"a": assessment_id},
+        ).scalar()  # fmt: skip
+    assert scores == 2  # one row per essay, not one per try

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import threading
+import time
 
 import redis
 from flask import Flask
@@ -41,19 +42,38 @@ def main(argv: list[str] | None = None) -> None:
     engine = db.engine
     # A forked work horse must not share the parent's database sockets.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
-    worker = Worker(
-        list(QUEUE_NAMES),
-        connection=get_redis(app),
-        name=args.name,
-        job_monitoring_interval=app.config["WORKER_HEARTBEAT"],
-    )
     stop = threading.Event()
     if not args.burst:
         start_cron(app, stop)
     try:
-        worker.work(burst=args.burst, with_scheduler=True, logging_level="INFO")
+        work_until_stopped(app, burst=args.burst, name=args.name)
     finally:
         stop.set()
+
+
+def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
+    """Run RQ workers until one is asked to stop (SIGTERM, SIGINT) or a burst ends.
+
+    RQ's worker quits when Redis vanishes at the wrong moment; this one starts a fresh worker
+    (with backoff) instead, so a Redis outage or restart never needs a person to act.
+    """
+    delay = 1.0
+    while True:
+        worker = Worker(
+            list(QUEUE_NAMES),
+            connection=get_redis(app),
+            name=name,
+            job_monitoring_interval=app.config["WORKER_HEARTBEAT"],
+        )
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        except redis.ConnectionError:
+            log.warning("worker: Redis connection lost", exc_info=True)
+        if burst or worker._stop_requested:
+            return
+        log.warning("worker: stopped without being asked to (Redis gone?); again in %.0f s", delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 def start_cron(app: Flask, stop: threading.Event) -> threading.Thread:

@@ -33,6 +33,7 @@ class Action(enum.StrEnum):
     WEBHOOK_REDELIVERED = "webhook_delivery.redelivered"
     WEBHOOK_RECOVERED = "webhook_endpoint.recovered"
     ASSESSMENT_CALLBACK_REGISTERED = "assessment.callback_registered"
+    JOB_REQUEUED = "job.requeued"
 
 
 def record(

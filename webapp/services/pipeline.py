@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 import redis
 from flask import current_app
 from rq import Queue
 from rq.job import Dependency
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
@@ -135,13 +137,47 @@ def _enqueue(queue: Queue, run: StageRun, depends_on: Dependency | None = None):
     )
 
 
+# A stage whose database connection dies is run again from the start (stages are idempotent and
+# write their result in one transaction); after this many tries the error is the stage's own.
+DB_TRIES = 3
+
+
 def run_stage(stage_run_id: int, job_id: str | None = None) -> None:
     """Run one worker stage of an operation; safe to run twice (a finished stage is left alone).
 
     `job_id` is the RQ job running it: a job that is no longer the stage's current job (it was
-    re-enqueued since, or its row is gone) does nothing.
+    re-enqueued since, or its row is gone) does nothing. A lost database connection re-runs the
+    stage, so nothing is left half-written.
     """
-    run = db.session.get(StageRun, stage_run_id, options=[selectinload(StageRun.operation)])
+    for attempt in range(1, DB_TRIES + 1):
+        try:
+            _run_stage_once(stage_run_id, job_id, last_try=attempt == DB_TRIES)
+            return
+        except ConnectionLost as exc:
+            db.session.rollback()
+            log.warning(
+                "stage run %s lost its database connection (%s); retrying", stage_run_id, exc
+            )
+            time.sleep(0.2 * attempt)
+
+
+class ConnectionLost(Exception):
+    """The database connection died under a stage; running it again is safe."""
+
+
+def _is_disconnect(exc: Exception) -> bool:
+    """True when SQLAlchemy saw the database connection die (it invalidates the connection)."""
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) -> None:
+    """One try at a stage; raises ConnectionLost (unless `last_try`) when the database went away."""
+    try:
+        run = db.session.get(StageRun, stage_run_id, options=[selectinload(StageRun.operation)])
+    except DBAPIError as exc:
+        if _is_disconnect(exc) and not last_try:
+            raise ConnectionLost(str(exc.orig)) from exc
+        raise
     if run is None:
         log.warning("stage run %s no longer exists; nothing to do", stage_run_id)
         return
@@ -171,6 +207,8 @@ def run_stage(stage_run_id: int, job_id: str | None = None) -> None:
         raise
     except Exception as exc:
         db.session.rollback()
+        if _is_disconnect(exc) and not last_try:
+            raise ConnectionLost(str(getattr(exc, "orig", exc))) from exc
         _fail(run.id, f"Unexpected error in the {run.name} stage: {type(exc).__name__}: {exc}")
         raise
 

@@ -1,0 +1,228 @@
+"""Admin: the operations overview (assessments, queues, workers, failed jobs, watchdog repairs,
+throughput charts) and requeueing failed jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from webapp.models import AssessmentStatus
+from webapp.services import audit
+from webapp.services import operations_overview as overview
+from webapp.services.audit import Action
+from webapp.views.admin import bp
+
+# The queues and workers panel re-polls this often.
+LIVE_SECONDS = 5
+FILTER_NAMES = ("status", "question_set", "degraded", "created_from", "created_to")
+
+# Chart geometry in viewBox units; the SVG scales to its container.
+CHART_WIDTH, CHART_HEIGHT = 600, 240
+PLOT_LEFT, PLOT_RIGHT, PLOT_TOP, PLOT_BOTTOM = 44, 588, 28, 200
+
+
+@dataclass
+class Series:
+    """One series of a stacked bar chart: its key in HourCounts, its words and its colour."""
+
+    key: str
+    label: str
+    css: str
+
+
+SCORING_SERIES = [Series("completed", "Scored", "ok"), Series("failed", "Failed", "bad")]
+DELIVERY_SERIES = [Series("succeeded", "Delivered", "ok"), Series("failed", "Failed", "bad")]
+
+
+def age_words(age: timedelta | None) -> str:
+    """A duration in short words: 8 s, 3 min, 2 h 5 min."""
+    if age is None:
+        return "none"
+    seconds = int(age.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
+
+
+def _nice_max(value: int) -> int:
+    """The y axis's top: the smallest of 1, 2, 5 x 10^n at or above `value` (at least 2)."""
+    top = 1
+    while True:
+        for step in (1, 2, 5):
+            if top * step >= max(value, 2):
+                return top * step
+        top *= 10
+
+
+def bar_chart(
+    chart_id: str, title: str, hours: list[overview.HourCounts], series: list[Series]
+) -> dict:
+    """Geometry for a stacked bar chart of hourly counts, drawn as inline SVG by `_chart.html`."""
+    totals = [sum(hour.counts.values()) for hour in hours]
+    top = _nice_max(max(totals, default=0))
+    plot_height = PLOT_BOTTOM - PLOT_TOP
+    slot = (PLOT_RIGHT - PLOT_LEFT) / max(len(hours), 1)
+    bars = []
+    for index, (hour, total) in enumerate(zip(hours, totals, strict=True)):
+        x = PLOT_LEFT + index * slot + slot * 0.18
+        y = PLOT_BOTTOM
+        segments = []
+        for item in series:
+            value = hour.counts.get(item.key, 0)
+            height = plot_height * value / top
+            y -= height
+            if value:
+                segments.append({"y": y, "height": height, "css": item.css, "value": value})
+        bars.append(
+            {
+                "x": x,
+                "width": slot * 0.64,
+                "center": x + slot * 0.32,
+                "top": y,
+                "total": total,
+                "label": hour.start.strftime("%H:%M"),
+                # Every third hour is labelled, counting back from the newest.
+                "labelled": (len(hours) - 1 - index) % 3 == 0,
+                "counts": hour.counts,
+                "segments": segments,
+            }
+        )
+    described = ", ".join(
+        f"{item.label.lower()} {sum(h.counts.get(item.key, 0) for h in hours)}" for item in series
+    )
+    return {
+        "id": chart_id,
+        "title": title,
+        "description": f"Per hour over the last {len(hours)} hours (UTC); in total {described}.",
+        "series": series,
+        "bars": bars,
+        "ticks": [
+            {"value": value, "y": PLOT_BOTTOM - plot_height * value / top}
+            for value in (0, top // 2, top)
+        ],
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "plot": {"left": PLOT_LEFT, "right": PLOT_RIGHT, "bottom": PLOT_BOTTOM},
+    }
+
+
+def _live_context() -> dict:
+    """What `_queues.html` shows: every queue and worker, or that Redis is unreachable."""
+    try:
+        queues, workers = overview.queue_stats(), overview.workers()
+    except redis.RedisError:
+        return {"queues": [], "workers": [], "redis_down": True}
+    return {"queues": queues, "workers": workers, "redis_down": False}
+
+
+@bp.get("/operations")
+def operations():
+    """Assessments (filterable), queues, workers, failed jobs, watchdog repairs and throughput."""
+    filters = overview.parse_filters(request.args)
+    for error in filters.errors:
+        flash(error, "error")
+    live = _live_context()
+    try:
+        failed = overview.failed_jobs()
+    except redis.RedisError:
+        failed = []
+    failed_by_queue = {queue.name: queue.failed for queue in live["queues"] if queue.failed}
+    return render_template(
+        "admin/operations.html",
+        **live,
+        filters=filters,
+        raw_filters={name: request.args.get(name, "") for name in FILTER_NAMES},
+        statuses=list(AssessmentStatus),
+        question_sets=overview.question_sets(),
+        assessments=overview.assessments(filters),
+        assessment_limit=overview.ASSESSMENT_LIMIT,
+        failed_jobs=failed,
+        failed_by_queue=failed_by_queue,
+        failed_limit=overview.FAILED_JOB_LIMIT,
+        repairs=overview.repairs(),
+        scoring_chart=bar_chart(
+            "scoring",
+            "Scoring throughput",
+            overview.scoring_throughput(),
+            SCORING_SERIES,
+        ),
+        delivery_chart=bar_chart(
+            "deliveries",
+            "Webhook delivery attempts",
+            overview.delivery_throughput(),
+            DELIVERY_SERIES,
+        ),
+        age_words=age_words,
+        LIVE_SECONDS=LIVE_SECONDS,
+    )
+
+
+@bp.get("/operations/live")
+def operations_live():
+    """The polled queues and workers panel."""
+    return render_template(
+        "admin/_queues.html", **_live_context(), age_words=age_words, LIVE_SECONDS=LIVE_SECONDS
+    )
+
+
+@bp.post("/operations/queues/<queue_name>/jobs/<job_id>/requeue")
+def requeue_job(queue_name: str, job_id: str):
+    """Put one failed job back on its queue."""
+    try:
+        requeued = overview.requeue_job(queue_name, job_id)
+    except overview.UnknownQueue:
+        flash(f"There is no queue named “{queue_name}”.", "error")
+        return _back()
+    except redis.RedisError:
+        flash("Redis is unreachable; nothing was requeued.", "error")
+        return _back()
+    if requeued:
+        audit.record(
+            Action.JOB_REQUEUED,
+            actor=current_user,
+            entity_type="job",
+            entity_id=job_id,
+            details={"queue": queue_name},
+        )
+        flash(f"Job {job_id} is back on the {queue_name} queue.", "success")
+    else:
+        flash(f"Job {job_id} is no longer in the failed list; nothing to requeue.", "error")
+    return _back()
+
+
+@bp.post("/operations/queues/<queue_name>/requeue-failed")
+def requeue_failed(queue_name: str):
+    """Put every failed job of one queue back on it."""
+    try:
+        count = overview.requeue_failed(queue_name)
+    except overview.UnknownQueue:
+        flash(f"There is no queue named “{queue_name}”.", "error")
+        return _back()
+    except redis.RedisError:
+        flash("Redis is unreachable; nothing was requeued.", "error")
+        return _back()
+    if count:
+        audit.record(
+            Action.JOB_REQUEUED,
+            actor=current_user,
+            entity_type="queue",
+            entity_id=queue_name,
+            details={"queue": queue_name, "jobs": count},
+        )
+    flash(
+        f"{count} failed job{'' if count == 1 else 's'} back on the {queue_name} queue.",
+        "success" if count else "info",
+    )
+    return _back()
+
+
+def _back():
+    """Back to the failed jobs on the overview."""
+    return redirect(url_for("admin.operations", _anchor="failed-jobs"))
