@@ -265,3 +265,12 @@ def test_a_database_connection_cut_mid_stage_retries_the_stage(
             {"a": assessment_id},
         ).scalar()  # fmt: skip
     assert scores == 2  # one row per essay, not one per try
+
+
+def test_an_idle_worker_exits_promptly_on_sigterm(worker_factory):
+    idle, _ = worker_factory()
+    started = time.monotonic()
+    idle.process.send_signal(signal.SIGTERM)
+    # Warm shutdown may first finish a startup cron job (prune, watchdog); it must not hang.
+    assert idle.process.wait(timeout=20) == 0
+    assert time.monotonic() - started < 10

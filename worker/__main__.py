@@ -69,7 +69,8 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         except redis.ConnectionError:
             log.warning("worker: Redis connection lost", exc_info=True)
-        if burst or worker._stop_requested:
+        # RQ records every SIGTERM/SIGINT here, busy or idle (`_stop_requested` only when busy).
+        if burst or worker._shutdown_requested_date is not None:
             return
         log.warning("worker: stopped without being asked to (Redis gone?); again in %.0f s", delay)
         time.sleep(delay)
