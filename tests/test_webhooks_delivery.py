@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import statistics
 import time
 from datetime import timedelta
@@ -372,3 +373,33 @@ def test_deliveries_wait_in_the_database_while_redis_is_down(
     admin = site.client(tokens["admin"])
     done = wait_for_delivery(admin, sent.get_json()["id"], {"succeeded"})
     assert done["webhook_id"] == receiver.wait_for(1)[0].webhook_id
+
+
+def test_a_receiver_down_for_its_first_three_attempts_then_up_gets_the_delivery(
+    webhook_site, receivers, tokens
+):
+    with socket.socket() as probe:  # a port with nothing listening: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    site = webhook_site(WEBHOOK_RETRY_SCHEDULE="1,1,1,3,3")
+    admin = site.client(tokens["admin"])
+    url = f"http://127.0.0.1:{port}/hook"
+    endpoint = add_endpoint(admin, url, event_types=["assessment.submitted"])
+    submit_assessment(site.client(tokens["student"]), answered=False)
+    [summary] = deliveries_of(admin, endpoint["id"])
+
+    deadline = time.monotonic() + 30
+    while len(admin.get(f"/api/v1/webhook-deliveries/{summary['id']}").get_json()["attempts"]) < 3:
+        assert time.monotonic() < deadline, "three attempts were not made"
+        time.sleep(0.05)
+    receiver = receivers(port=port)  # the receiver comes back up before the fourth attempt
+
+    delivery = wait_for_delivery(admin, summary["id"], {"succeeded", "failed"})
+    assert delivery["status"] == "succeeded"
+    attempts = delivery["attempts"]
+    assert [a["number"] for a in attempts] == [1, 2, 3, 4]
+    assert [a["response_status"] for a in attempts] == [None, None, None, 200]
+    assert all(a["error"] for a in attempts[:3]) and attempts[3]["error"] is None
+    [received] = receiver.wait_for(1)
+    assert received.webhook_id == delivery["webhook_id"]
+    receiver.verified(endpoint["secret"])

@@ -54,7 +54,9 @@ class Received:
 class WebhookReceiver:
     """Answers with `script` in order, then `default`; records every request."""
 
-    def __init__(self, *script: Answer, default: Answer | None = None, path: str = "/hook") -> None:
+    def __init__(
+        self, *script: Answer, default: Answer | None = None, path: str = "/hook", port: int = 0
+    ) -> None:
         self.script: deque[Answer] = deque(script)
         self.default = default or Answer()
         self.received: list[Received] = []
@@ -85,7 +87,7 @@ class WebhookReceiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.server.block_on_close = False
         self.url = f"http://127.0.0.1:{self.server.server_port}{path}"
