@@ -168,26 +168,32 @@ def stack(db_url: str, redis_url: str):
     )
 
 
-def test_redis_flushed_mid_stage_the_watchdog_brings_it_to_the_end(
-    db_url, tokens, worker_factory, openai_server
+def test_redis_flushall_mid_stage_the_watchdog_brings_it_to_the_end(
+    base_dir, tmp_path, db_url, tokens, openai_server
 ):
     env = {**slow_openai(openai_server, seconds=1.0), "WATCHDOG_INTERVAL": "1"}
-    _, redis_url = worker_factory(**env)
+    redis_url = ensure_embedded_redis(tmp_path)  # a server of its own: FLUSHALL hits no one else
+    worker = start_worker(base_dir, db_url, redis_url, **env)
     app = stack(db_url, redis_url)
-    assessment_id = submit(app, tokens)
-    wait_for(
-        lambda: stage(status(app, tokens, assessment_id), "gpt")["status"] == "in_progress",
-        20,
-        "the gpt stage to start",
-    )
-    redis.Redis.from_url(redis_url).flushdb()  # every queue, job and registry of this deployment
-    body = wait_for(
-        lambda: (
-            (b := status(app, tokens, assessment_id))["status"] in ("completed", "failed") and b
-        ),
-        60,
-        "the watchdog to bring the assessment to the end",
-    )
+    try:
+        assessment_id = submit(app, tokens)
+        wait_for(
+            lambda: stage(status(app, tokens, assessment_id), "gpt")["status"] == "in_progress",
+            20,
+            "the gpt stage to start",
+        )
+        redis.Redis.from_url(redis_url).flushall()  # every queue, job, registry and worker key
+        body = wait_for(
+            lambda: (
+                (b := status(app, tokens, assessment_id))["status"] in ("completed", "failed") and b
+            ),
+            60,
+            "the watchdog to bring the assessment to the end",
+        )
+    finally:
+        worker.stop()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(redis_url).shutdown(nosave=True)
     assert body["status"] == "completed"
     assert body["degraded"] is False
     history = app.test_client().get(
