@@ -10,7 +10,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from flask import current_app
 from rq import Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
@@ -30,7 +29,7 @@ from webapp.models import (
 )
 from webapp.models.base import utcnow
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis
-from webapp.services.watchdog import MAX_REPAIRS, REPAIR_MESSAGE
+from webapp.services.watchdog import MAX_REPAIRS, REPAIR_MESSAGE, aware, heartbeat_deadline
 
 # The assessments table shows at most this many, newest first.
 ASSESSMENT_LIMIT = 100
@@ -218,7 +217,7 @@ def queue_stats() -> list[QueueStats]:
         if oldest_id:
             oldest = Job.fetch_many([oldest_id.decode()], connection=connection)[0]
             if oldest is not None and oldest.enqueued_at is not None:
-                oldest_age = max(timedelta(0), now - _aware(oldest.enqueued_at))
+                oldest_age = max(timedelta(0), now - aware(oldest.enqueued_at))
         stats.append(QueueStats(name, queued, oldest_age, started, failed, scheduled))
     return stats
 
@@ -231,8 +230,7 @@ def workers() -> list[WorkerInfo]:
     idle worker blocks on its queues and heartbeats rarely; being registered is its sign of life.
     """
     connection = get_redis()
-    interval = current_app.config.get("WORKER_HEARTBEAT", 30)
-    oldest = utcnow() - timedelta(seconds=2 * interval + 5)
+    oldest = heartbeat_deadline()
     found = Worker.all(connection=connection)
     job_ids = [w.get_current_job_id() for w in found]
     jobs = Job.fetch_many([j for j in job_ids if j], connection=connection)
@@ -240,7 +238,7 @@ def workers() -> list[WorkerInfo]:
     out = []
     for worker, job_id in zip(found, job_ids, strict=True):
         state = str(worker.get_state())
-        heartbeat = _aware(worker.last_heartbeat) if worker.last_heartbeat else None
+        heartbeat = aware(worker.last_heartbeat) if worker.last_heartbeat else None
         busy = state == "busy" or job_id is not None
         alive = not busy or (heartbeat is not None and heartbeat >= oldest)
         out.append(
@@ -289,7 +287,7 @@ def failed_jobs(limit: int = FAILED_JOB_LIMIT) -> list[FailedJob]:
                 id=job_id,
                 queue=name,
                 description=job.description or job.func_name or "",
-                failed_at=_aware(job.ended_at) if job.ended_at else None,
+                failed_at=aware(job.ended_at) if job.ended_at else None,
                 error=_last_line(job),
             )
         )
@@ -331,11 +329,6 @@ def _failed_registry(queue_name: str) -> FailedJobRegistry:
     if queue_name not in QUEUE_NAMES:
         raise UnknownQueue(queue_name)
     return FailedJobRegistry(queue=get_queue(queue_name))
-
-
-def _aware(moment: datetime) -> datetime:
-    """RQ's timestamps are naive UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # --- repairs -------------------------------------------------------------------------------

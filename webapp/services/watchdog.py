@@ -227,16 +227,21 @@ def _live_workers(connection) -> set[str]:
     A worker killed with SIGKILL stays registered until its key expires; its stale heartbeat
     gives it away sooner.
     """
-    interval = current_app.config.get("WORKER_HEARTBEAT", 30)
-    oldest = utcnow() - timedelta(seconds=2 * interval + 5)
+    oldest = heartbeat_deadline()
     return {
         w.name
         for w in Worker.all(connection=connection)
-        if w.last_heartbeat is not None and _aware(w.last_heartbeat) >= oldest
+        if w.last_heartbeat is not None and aware(w.last_heartbeat) >= oldest
     }
 
 
-def _aware(moment: datetime) -> datetime:
+def heartbeat_deadline() -> datetime:
+    """A busy worker silent since before this is gone: 2 x WORKER_HEARTBEAT + 5 s ago."""
+    interval = current_app.config.get("WORKER_HEARTBEAT", 30)
+    return utcnow() - timedelta(seconds=2 * interval + 5)
+
+
+def aware(moment: datetime) -> datetime:
     """RQ's timestamps are naive UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

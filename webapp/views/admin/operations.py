@@ -3,8 +3,10 @@ throughput charts) and requeueing failed jobs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import redis
 from flask import flash, redirect, render_template, request, url_for
@@ -15,6 +17,8 @@ from webapp.services import audit
 from webapp.services import operations_overview as overview
 from webapp.services.audit import Action
 from webapp.views.admin import bp
+
+T = TypeVar("T")
 
 # The queues and workers panel re-polls this often.
 LIVE_SECONDS = 5
@@ -175,13 +179,8 @@ def operations_live():
 @bp.post("/operations/queues/<queue_name>/jobs/<job_id>/requeue")
 def requeue_job(queue_name: str, job_id: str):
     """Put one failed job back on its queue."""
-    try:
-        requeued = overview.requeue_job(queue_name, job_id)
-    except overview.UnknownQueue:
-        flash(f"There is no queue named “{queue_name}”.", "error")
-        return _back()
-    except redis.RedisError:
-        flash("Redis is unreachable; nothing was requeued.", "error")
+    requeued = _requeue(queue_name, lambda: overview.requeue_job(queue_name, job_id))
+    if requeued is None:
         return _back()
     if requeued:
         audit.record(
@@ -200,13 +199,8 @@ def requeue_job(queue_name: str, job_id: str):
 @bp.post("/operations/queues/<queue_name>/requeue-failed")
 def requeue_failed(queue_name: str):
     """Put every failed job of one queue back on it."""
-    try:
-        count = overview.requeue_failed(queue_name)
-    except overview.UnknownQueue:
-        flash(f"There is no queue named “{queue_name}”.", "error")
-        return _back()
-    except redis.RedisError:
-        flash("Redis is unreachable; nothing was requeued.", "error")
+    count = _requeue(queue_name, lambda: overview.requeue_failed(queue_name))
+    if count is None:
         return _back()
     if count:
         audit.record(
@@ -221,6 +215,17 @@ def requeue_failed(queue_name: str):
         "success" if count else "info",
     )
     return _back()
+
+
+def _requeue(queue_name: str, action: Callable[[], T]) -> T | None:
+    """Run a requeue; on an unknown queue or an unreachable Redis, flash why and return None."""
+    try:
+        return action()
+    except overview.UnknownQueue:
+        flash(f"There is no queue named “{queue_name}”.", "error")
+    except redis.RedisError:
+        flash("Redis is unreachable; nothing was requeued.", "error")
+    return None
 
 
 def _back():
