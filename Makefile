@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: setup run stop test lint bench chromium clean
+.PHONY: setup run stop test lint bench bench-smoke chromium clean
 
 setup: $(VENV)/.installed ## create .venv with runtime and test dependencies
 
@@ -40,8 +40,13 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup ## benchmarks against same-run baselines (not written yet: issue 8)
-	@echo "make bench: the benchmark suite is not written yet (issue 8)." >&2; exit 1
+bench: setup ## every benchmark against its same-run baseline; table + bench/results/*.json
+	@bash .ci/ensure-wrk
+	$(BIN)/python -m bench
+
+bench-smoke: setup ## a short run of the same harness (CI): checks it works, judges no timings
+	@bash .ci/ensure-wrk
+	$(BIN)/python -m bench --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

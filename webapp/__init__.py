@@ -54,6 +54,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     queues.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api_bp)
+    from webapp import fast_polls
+
+    fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
     rate_limits.init_app(app)
     init_views(app)
     init_error_handlers(app)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import redis
 from flask import Flask, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
@@ -13,8 +15,15 @@ from webapp.models import ApiToken, User
 from webapp.models.accounts import hash_token
 from webapp.models.base import utcnow
 
+log = logging.getLogger(__name__)
+
 # Writing last_used_at on every poll would turn reads into writes; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Valid tokens are remembered in Redis (token hash -> account id) for the polling fast path.
+TOKEN_CACHE_TTL = 300
+# A revoked token's entry says so for longer than any remembered one lives, so a lookup that
+# raced the revocation cannot put the token back.
+REVOKED = b"revoked"
 
 
 def init_app(app: Flask) -> None:
@@ -47,6 +56,7 @@ def load_user_from_bearer(req) -> User | None:
     )
     if row is None:
         return None
+    remember_token(row.token_hash, row.user_id)
     g.auth_via_token = True
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
@@ -60,3 +70,45 @@ def authenticated_by_token() -> bool:
     return bool(g.get("auth_via_token")) or request.headers.get(
         "Authorization", ""
     ).lower().startswith("bearer ")
+
+
+def bearer_token_hash(header: str) -> str | None:
+    """The hash of the token in an `Authorization: Bearer` header, or None for anything else."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return hash_token(token)
+
+
+def token_cache_key(token_hash: str) -> str:
+    return f"scoreline:token:{token_hash}"
+
+
+def cached_account(raw: bytes | None) -> int | None:
+    """The account id a token-cache entry names; None if unknown or revoked."""
+    if raw is None or raw == REVOKED:
+        return None
+    return int(raw)
+
+
+def remember_token(token_hash: str, user_id: int) -> None:
+    """Note a valid token for the fast path; never overwrites a revocation (SET NX)."""
+    from webapp.queues import get_redis
+
+    try:
+        get_redis().set(token_cache_key(token_hash), user_id, ex=TOKEN_CACHE_TTL, nx=True)
+    except redis.RedisError:
+        log.debug("token cache: Redis unreachable")
+
+
+def forget_token(token_hash: str) -> None:
+    """A revoked token stops working at once on the fast path too (call after the commit)."""
+    from webapp.queues import get_redis
+
+    try:
+        get_redis().set(token_cache_key(token_hash), REVOKED, ex=2 * TOKEN_CACHE_TTL)
+    except redis.RedisError:
+        # The fast path only serves a token with an entry; without Redis there is no fast path,
+        # and a stale entry could outlive this outage by at most TOKEN_CACHE_TTL.
+        log.warning("token cache: Redis unreachable; revoked token may be served from cache")

@@ -79,27 +79,30 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
 
 def start_cron(app: Flask, stop: threading.Event) -> threading.Thread:
     """RQ's cron scheduler in a daemon thread: prune every PRUNE_INTERVAL s, watchdog every
-    WATCHDOG_INTERVAL s.
+    WATCHDOG_INTERVAL s (0 turns either off).
 
     A thread rather than `rq cron`'s own process, so `python -m worker` stays the one command to
     run. It has its own Redis client: a forked work horse never inherits a pool in use here.
     """
     connection = redis.Redis.from_url(redis_url(app), socket_connect_timeout=2, socket_timeout=10)
     scheduler = CronScheduler(connection=connection)
-    scheduler.register(
-        scheduled_prune,
-        queue_name=DEFAULT_QUEUE,
-        interval=app.config["PRUNE_INTERVAL"],
-        job_timeout=600,
-        result_ttl=3600,
-    )
-    scheduler.register(
-        scheduled_reconcile,
-        queue_name=DEFAULT_QUEUE,
-        interval=app.config["WATCHDOG_INTERVAL"],
-        job_timeout=300,
-        result_ttl=600,
-    )
+    # An interval of 0 turns that job off (run `flask prune` / `flask reconcile` some other way).
+    if app.config["PRUNE_INTERVAL"] > 0:
+        scheduler.register(
+            scheduled_prune,
+            queue_name=DEFAULT_QUEUE,
+            interval=app.config["PRUNE_INTERVAL"],
+            job_timeout=600,
+            result_ttl=3600,
+        )
+    if app.config["WATCHDOG_INTERVAL"] > 0:
+        scheduler.register(
+            scheduled_reconcile,
+            queue_name=DEFAULT_QUEUE,
+            interval=app.config["WATCHDOG_INTERVAL"],
+            job_timeout=300,
+            result_ttl=600,
+        )
     thread = threading.Thread(target=_run_cron, args=(scheduler, stop), name="rq-cron", daemon=True)
     thread.start()
     return thread

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import make_response, request, url_for
+from flask import Response, current_app, g, make_response, request, url_for
 from flask_login import current_user
 
 from webapp.api import api_bp, json_body, require_admin
 from webapp.api.operations import operation_to_dict
 from webapp.errors import ResultNotReady, ValidationFailed
-from webapp.services import history, progress
+from webapp.services import history, progress, status_cache
 from webapp.services.assessments import (
     assessment_to_dict,
     create_assessment,
@@ -71,17 +71,35 @@ def submit(assessment_id: int):
 
 @api_bp.get("/assessments/<int:assessment_id>/status")
 def status(assessment_id: int):
-    """Progress of the pipeline; ETag / If-None-Match, and Retry-After while running."""
+    """Progress of the pipeline; ETag / If-None-Match, and Retry-After while running.
+
+    Most polls are answered from the poll cache before this runs (webapp/fast_polls.py); this
+    builds the answer from the database and caches it for the next poll.
+    """
+    version = g.get("poll_version")
+    if version is None:
+        version = status_cache.current_version(assessment_id)
     assessment = get_assessment(assessment_id, current_user)
     body = progress.status_view(assessment)
     etag = progress.etag_for(body)
-    headers = {"Cache-Control": "private, no-cache"}
-    if not assessment.is_finished:
-        headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
-    fresh = etag in request.if_none_match
-    response = make_response("", 304) if fresh else make_response(body, 200)
+    text = current_app.json.dumps(body)
+    status_cache.store(
+        status_cache.STATUS, assessment.id, version, assessment.user_id,
+        content=text, etag=etag, finished=assessment.is_finished,
+    )  # fmt: skip
+    return status_response(text, etag, assessment.is_finished)
+
+
+def status_response(text: str, etag: str, finished: bool) -> Response:
+    """The status answer, from the database or the cache alike: 304 when the ETag matches."""
+    if etag in request.if_none_match:
+        response = current_app.response_class(status=304)
+    else:
+        response = current_app.response_class(text, mimetype="application/json")
     response.set_etag(etag)
-    response.headers.update(headers)
+    response.headers["Cache-Control"] = "private, no-cache"
+    if not finished:
+        response.headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
     return response
 
 

@@ -98,6 +98,7 @@ def init_app(app: Flask) -> Limiter:
     limiter = Limiter(client_key, strategy="fixed-window", headers_enabled=False)
     limiter.shared_limit(current_limit, scope=lambda _endpoint: bucket())(api_bp)
     limiter.init_app(app)
+    app.extensions["scoreline_limiter"] = limiter  # the poll fast path counts in its storage
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):

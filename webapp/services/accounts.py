@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from webapp.auth import forget_token
 from webapp.errors import ScorelineError, ValidationFailed
 from webapp.extensions import db
 from webapp.models import ApiToken, User
@@ -48,4 +49,5 @@ def revoke_token(user: User, token_id: int) -> ApiToken:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         db.session.commit()
+    forget_token(row.token_hash)
     return row

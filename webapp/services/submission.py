@@ -18,7 +18,7 @@ from webapp.models import (
     User,
 )
 from webapp.models.base import utcnow
-from webapp.services import audit, history, pipeline
+from webapp.services import audit, history, pipeline, status_cache
 from webapp.services.assessments import parse_responses, save_responses
 from webapp.services.audit import Action
 
@@ -81,6 +81,7 @@ def submit_assessment(
     if flipped.rowcount != 1:
         db.session.rollback()
         return _existing_outcome(assessment_id)
+    status_cache.touch(db.session(), assessment_id)
     try:
         operation = _create_scoring_operation(assessment_id, user)
         db.session.commit()

@@ -1,0 +1,224 @@
+"""The poll cache: status polls and progress partials from Redis, never stale, owner only."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import event, select
+
+from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT
+from tests.test_status import in_progress  # noqa: F401  (fixture)
+from tests.test_views import log_in
+from webapp.extensions import db
+from webapp.models import ApiToken, Assessment, AssessmentStatus, Stage, StageRun, User
+from webapp.services import progress, status_cache
+from webapp.services.accounts import revoke_token
+
+pytestmark = pytest.mark.db
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Statements:
+    """Counts the SQL statements the app's engine runs while active."""
+
+    def __init__(self, app) -> None:
+        with app.app_context():
+            self.engine = db.engine
+        self.seen: list[str] = []
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self.seen
+
+    def __exit__(self, *exc):
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def _record(self, _conn, _cursor, statement, *args):
+        self.seen.append(statement)
+
+
+def gpt_run(app, assessment_id: int) -> int:
+    with app.app_context():
+        operation = progress.latest_operation(assessment_id)
+        return next(r.id for r in operation.stage_runs if r.name == Stage.GPT)
+
+
+def advance(app, run_id: int, percentage: int) -> None:
+    """What a worker does mid-stage, in another session (as another process would)."""
+    with app.app_context():
+        progress.record_progress(db.session.get(StageRun, run_id), percentage)
+
+
+def test_a_repeated_status_poll_runs_no_sql(app, client, tokens, in_progress):  # noqa: F811
+    url = f"/api/v1/assessments/{in_progress}/status"
+    first = client.get(url, headers=bearer(tokens["student"]))
+    with Statements(app) as statements:
+        again = client.get(url, headers=bearer(tokens["student"]))
+    assert again.status_code == 200
+    assert statements == []
+    assert again.get_json() == first.get_json()
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert again.headers["Retry-After"] == "2"
+    assert again.headers["Cache-Control"] == "private, no-cache"
+    assert again.mimetype == "application/json"
+
+
+def test_a_cached_poll_still_answers_304_to_its_etag(app, client, tokens, in_progress):  # noqa: F811
+    url = f"/api/v1/assessments/{in_progress}/status"
+    etag = client.get(url, headers=bearer(tokens["student"])).headers["ETag"]
+    with Statements(app) as statements:
+        cached = client.get(url, headers={**bearer(tokens["student"]), "If-None-Match": etag})
+    assert cached.status_code == 304 and statements == []
+    assert cached.headers["ETag"] == etag
+
+
+def test_a_change_shows_in_the_very_next_poll(app, client, tokens, in_progress):  # noqa: F811
+    url = f"/api/v1/assessments/{in_progress}/status"
+    run_id = gpt_run(app, in_progress)
+    for percentage in (60, 70, 80):
+        client.get(url, headers=bearer(tokens["student"]))  # cached at the old value
+        advance(app, run_id, percentage)
+        body = client.get(url, headers=bearer(tokens["student"])).get_json()
+        gpt = next(s for s in body["stages"] if s["name"] == "gpt")
+        assert gpt["percentage"] == percentage
+
+
+def test_an_entry_built_before_a_change_is_never_served(app, client, tokens, in_progress):  # noqa: F811
+    """The race: a poll reads the database, a worker commits a change, then the poll caches what
+    it read. The entry carries the version from before the change, so it is not used."""
+    url = f"/api/v1/assessments/{in_progress}/status"
+    with app.app_context():
+        version = status_cache.current_version(in_progress)
+    advance(app, gpt_run(app, in_progress), 90)
+    with app.app_context():
+        status_cache.store(
+            status_cache.STATUS, in_progress, version, owner_id=1,
+            content='{"stale": true}', etag="stale", finished=False,
+        )  # fmt: skip
+    body = client.get(url, headers=bearer(tokens["student"])).get_json()
+    assert "stale" not in body
+    assert next(s for s in body["stages"] if s["name"] == "gpt")["percentage"] == 90
+
+
+def test_a_bulk_update_also_invalidates(app, client, tokens, in_progress):  # noqa: F811
+    """Submit and rescore flip the status with one UPDATE the ORM doesn't track."""
+    url = f"/api/v1/assessments/{in_progress}/status"
+    client.get(url, headers=bearer(tokens["student"]))
+    with app.app_context():
+        before = status_cache.current_version(in_progress)
+        status_cache.touch(db.session(), in_progress)
+        db.session.commit()
+        assert status_cache.current_version(in_progress) == before + 1
+
+
+def test_someone_elses_token_is_refused_even_with_an_entry(app, client, tokens, in_progress):  # noqa: F811
+    url = f"/api/v1/assessments/{in_progress}/status"
+    assert client.get(url, headers=bearer(tokens["student"])).status_code == 200
+    refused = client.get(url, headers=bearer(tokens["other"]))
+    assert refused.status_code in (403, 404)
+    # An admin may look (through the database path) and sees the same thing.
+    assert client.get(url, headers=bearer(tokens["admin"])).status_code == 200
+
+
+def test_a_revoked_token_stops_working_at_once(app, client, in_progress):  # noqa: F811
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == STUDENT[0]))
+        row, plain = ApiToken.issue(user, name="to-revoke")
+        db.session.add(row)
+        db.session.commit()
+        token_id, user_id = row.id, user.id
+    url = f"/api/v1/assessments/{in_progress}/status"
+    assert client.get(url, headers=bearer(plain)).status_code == 200
+    assert client.get(url, headers=bearer(plain)).status_code == 200  # from the cache
+    with app.app_context():
+        revoke_token(db.session.get(User, user_id), token_id)
+    assert client.get(url, headers=bearer(plain)).status_code == 401
+
+
+def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):  # noqa: F811
+    from webapp import create_app
+
+    limited = create_app(
+        {
+            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")},
+            "SECRET_KEY": "test-secret",
+            "RATELIMIT_KEY_PREFIX": "test-poll-cache",
+            "RATE_LIMIT_POLL": "4/minute",
+        }
+    )
+    with limited.app_context():
+        from webapp.queues import get_redis
+
+        for key in get_redis().scan_iter("LIMITS:LIMITER/test-poll-cache/*"):
+            get_redis().delete(key)
+    client = limited.test_client()
+    url = f"/api/v1/assessments/{in_progress}/status"
+    answers = [client.get(url, headers=bearer(tokens["student"])).status_code for _ in range(3)]
+    # Cached polls and the rate limiter's own endpoints share the one bucket.
+    history = client.get(
+        f"/api/v1/assessments/{in_progress}/history", headers=bearer(tokens["student"])
+    )
+    refused = client.get(url, headers=bearer(tokens["student"]))
+    assert answers == [200, 200, 200] and history.status_code == 200
+    assert refused.status_code == 429
+    assert refused.get_json()["code"] == "RATE_LIMITED"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_the_partial_is_cached_for_its_owner_only(app, client, in_progress):  # noqa: F811
+    url = f"/assessments/{in_progress}/progress/live"
+    htmx = {"HX-Request": "true"}
+    log_in(client, STUDENT)
+    first = client.get(url, headers=htmx)
+    with Statements(app) as statements:
+        again = client.get(url, headers=htmx)
+    assert again.status_code == 200 and statements == []
+    assert again.get_data() == first.get_data()
+    assert again.headers["Cache-Control"] == "no-store"
+    advance(app, gpt_run(app, in_progress), 85)
+    assert "85%" in client.get(url, headers=htmx).get_data(as_text=True)
+
+    other = app.test_client()
+    log_in(other, OTHER_STUDENT)
+    assert "85%" not in other.get(url, headers=htmx).get_data(as_text=True)
+    admin = app.test_client()
+    log_in(admin, ADMIN)
+    with Statements(app) as statements:
+        seen = admin.get(url, headers=htmx)
+    assert seen.status_code == 200 and statements  # the database path, not the owner's entry
+
+
+def test_a_finished_assessment_stops_polling_from_the_cache(app, client, in_progress):  # noqa: F811
+    log_in(client, STUDENT)
+    url = f"/assessments/{in_progress}/progress/live"
+    assert client.get(url, headers={"HX-Request": "true"}).status_code == 200
+    with app.app_context():
+        run = db.session.get(StageRun, gpt_run(app, in_progress))
+        progress.fail_stage(run, "stopped for the test")
+        db.session.get(Assessment, in_progress).status = AssessmentStatus.FAILED
+        db.session.commit()
+    first = client.get(url, headers={"HX-Request": "true"})
+    again = client.get(url, headers={"HX-Request": "true"})
+    assert first.status_code == again.status_code == 286
+    assert again.get_data() == first.get_data()
+    assert "stopped for the test" in again.get_data(as_text=True)
+
+
+def test_without_redis_polls_take_the_database_path(app, tokens, in_progress):  # noqa: F811
+    from webapp import create_app
+
+    broken = create_app(
+        {
+            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI")},
+            "SECRET_KEY": "test-secret",
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+    )
+    client = broken.test_client()
+    url = f"/api/v1/assessments/{in_progress}/status"
+    for _ in range(2):
+        response = client.get(url, headers=bearer(tokens["student"]))
+        assert response.status_code == 200
+        assert response.get_json()["assessment_id"] == in_progress

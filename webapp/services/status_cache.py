@@ -1,0 +1,185 @@
+"""What a poll shows, cached in Redis per assessment, and never stale.
+
+Polls outnumber changes by far: a progress page asks every 2 s, a stage changes a few times in a
+run. So the answer to a poll (the status JSON, the htmx progress partial) is built once per change
+and kept in Redis, where every web process finds it.
+
+Freshness comes from a version number per assessment, not from a timeout:
+
+- every commit that touches an assessment, one of its operations, stage runs or history rows
+  bumps the assessment's version, right after the commit (SQLAlchemy session events, so no code
+  path can forget; the few bulk UPDATEs call `touch`);
+- an entry records the version it was built from, read *before* the database was;
+- a read fetches the entry and the current version in the same round trip (one Lua script)
+  and uses the entry only if they match.
+
+A change is therefore seen by the very next poll, whichever process made it, and an entry built
+from a snapshot older than a change is never used, even if it was written after the bump. When
+Redis is unreachable every poll simply takes the database path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import has_app_context
+from sqlalchemy import event, inspect, select
+from sqlalchemy.orm import Session
+
+from webapp.models import Assessment, HistoryEvent, Operation, StageRun
+
+log = logging.getLogger(__name__)
+
+ENTRY_TTL = 60  # rebuilt once a minute at most; bounds staleness if an invalidation is lost
+VERSION_TTL = 86400  # longer than any entry, so a version never resets under a live entry
+PENDING = "status_cache_touched"  # session.info: assessment ids changed in this transaction
+
+STATUS = "status"  # the JSON of GET /api/v1/assessments/{id}/status
+PARTIAL = "partial"  # the htmx progress partial
+
+
+def entry_key(kind: str, assessment_id: int) -> str:
+    return f"scoreline:poll:{kind}:{assessment_id}"
+
+
+def version_key(assessment_id: int) -> str:
+    return f"scoreline:poll-version:{assessment_id}"
+
+
+def _redis() -> redis.Redis:
+    from webapp.queues import get_redis
+
+    return get_redis()
+
+
+# One round trip: the entry if it is current, and for a bearer-token poll the owner check and
+# the rate-limit count as well. Returns {hit, version, owner, etag, finished, content}; hit is 0
+# for a miss, a stale entry, someone else's token, or a poll over the limit (the ordinary path
+# then answers, and refuses with 429 where due). Keys of the limit counters are built here from
+# the account the token names, so this needs a single Redis server (not Redis Cluster).
+READ_SCRIPT = """
+local e = redis.call('HMGET', KEYS[1], 'v', 'owner', 'etag', 'finished', 'content')
+local version = redis.call('GET', KEYS[2]) or '0'
+if not e[1] or e[1] ~= version then return {0, version} end
+if #KEYS == 3 then
+  local account = redis.call('GET', KEYS[3])
+  if account ~= e[2] then return {0, version} end
+  for i = 0, tonumber(ARGV[1]) - 1 do
+    local key = ARGV[2 + 4 * i] .. account .. ARGV[3 + 4 * i]
+    redis.call('SET', key, 0, 'EX', ARGV[4 + 4 * i], 'NX')
+    if redis.call('INCR', key) > tonumber(ARGV[5 + 4 * i]) then return {0, version} end
+  end
+end
+return {1, version, e[2], e[3], e[4], e[5]}
+"""
+
+
+def read(kind: str, assessment_id: int, token_key: str | None = None, limits=()) -> list:
+    """Run the read script: `limits` are (key before the account id, key after it, window
+    seconds, amount) of each rate limit to count the poll in (only with a token)."""
+    from webapp.queues import get_redis
+
+    client = get_redis()
+    script = client.__dict__.get("_scoreline_poll_read")
+    if script is None:
+        script = client._scoreline_poll_read = client.register_script(READ_SCRIPT)
+    keys = [entry_key(kind, assessment_id), version_key(assessment_id)]
+    args: list = [0]
+    if token_key is not None:
+        keys.append(token_key)
+        args = [len(limits), *(part for limit in limits for part in limit)]
+    return script(keys=keys, args=args)
+
+
+def current_version(assessment_id: int) -> int | None:
+    """The version to build an entry from (read before the database); None without Redis."""
+    try:
+        return int(_redis().get(version_key(assessment_id)) or 0)
+    except redis.RedisError:
+        return None
+
+
+def store(kind: str, assessment_id: int, version: int | None, owner_id: int, *, etag: str = "",
+          finished: bool, content: str) -> None:  # fmt: skip
+    """Keep what a poll showed, stamped with the version it was built from."""
+    if version is None:
+        return
+    key = entry_key(kind, assessment_id)
+    fields = {"v": version, "owner": owner_id, "etag": etag, "finished": int(finished),
+              "content": content}  # fmt: skip
+    try:
+        pipe = _redis().pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, ENTRY_TTL)
+        pipe.execute()
+    except redis.RedisError:
+        log.debug("poll cache: Redis unreachable; entry for %s not kept", assessment_id)
+
+
+def touch(session: Session, assessment_id: int | None) -> None:
+    """Mark an assessment changed in this transaction (for bulk UPDATEs the ORM doesn't see)."""
+    if assessment_id is not None:
+        session.info.setdefault(PENDING, set()).add(assessment_id)
+
+
+# Versions this process could not bump (Redis unreachable); retried with the next bump.
+_unbumped: set[int] = set()
+
+
+def bump(assessment_ids) -> None:
+    """Advance the versions: every cached poll answer of these assessments is now stale."""
+    ids = sorted(set(assessment_ids) | _unbumped)
+    if not ids or not has_app_context():
+        return
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        for assessment_id in ids:
+            pipe.incr(version_key(assessment_id))
+            pipe.expire(version_key(assessment_id), VERSION_TTL)
+        pipe.execute()
+    except redis.RedisError:
+        # Polls take the database path while Redis is away; entries it kept are stale until
+        # this bump succeeds (the next commit here retries it) or they expire (ENTRY_TTL).
+        log.warning("poll cache: Redis unreachable; will invalidate %s later", ids)
+        _unbumped.update(ids)
+    else:
+        _unbumped.difference_update(ids)
+
+
+def _assessment_of(session: Session, obj) -> int | None:
+    """The assessment an ORM object belongs to, without loading anything new if possible."""
+    if isinstance(obj, Assessment):
+        return obj.id
+    if isinstance(obj, (Operation, HistoryEvent)):
+        return obj.assessment_id
+    if isinstance(obj, StageRun):
+        operation = inspect(obj).attrs.operation.loaded_value
+        if isinstance(operation, Operation):
+            return operation.assessment_id
+        if obj.operation_id is None:
+            return None
+        return session.connection().scalar(
+            select(Operation.assessment_id).where(Operation.id == obj.operation_id)
+        )
+    return None
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session: Session, _flush_context) -> None:
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, (Assessment, Operation, StageRun, HistoryEvent)):
+            touch(session, _assessment_of(session, obj))
+
+
+@event.listens_for(Session, "after_commit")
+def _publish(session: Session) -> None:
+    ids = session.info.pop(PENDING, None)
+    if ids:
+        bump(ids)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(PENDING, None)
