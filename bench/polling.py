@@ -15,33 +15,54 @@ POLLED = 20
 
 
 class Scorer(threading.Thread):
-    """Keeps a worker busy: submits assessments so that a few are always being scored."""
+    """The world changing while the load runs.
 
-    def __init__(self, app, user, in_flight: int = 4) -> None:
+    Keeps a worker busy (submits assessments so that a few are always being scored) and moves
+    one polled assessment's gpt stage on every `step` seconds, round robin, as a worker does
+    mid-stage: each polled assessment changes about once a second, so polls keep meeting
+    fresh changes (and the cache keeps being invalidated), as they would in real use.
+    """
+
+    def __init__(self, app, user, polled: list[int], in_flight: int = 4, step: float = 0.05):
         super().__init__(daemon=True, name="bench-scorer")
-        self.app, self.user_id, self.in_flight = app, user.id, in_flight
+        self.app, self.user_id, self.polled = app, user.id, polled
+        self.in_flight, self.step = in_flight, step
         self.stop = threading.Event()
         self.submitted = 0
+        self.changes = 0
 
     def run(self) -> None:
         from webapp.extensions import db
-        from webapp.models import Assessment, AssessmentStatus, User
+        from webapp.models import Assessment, AssessmentStatus, Stage, StageRun, User
+        from webapp.services import progress
 
+        finished = {AssessmentStatus.COMPLETED, AssessmentStatus.FAILED}
         with self.app.app_context():
             user = db.session.get(User, self.user_id)
+            runs = [
+                next(r.id for r in progress.latest_operation(i).stage_runs if r.name == Stage.GPT)
+                for i in self.polled
+            ]
             mine: list[int] = []
+            turn = 0
             while not self.stop.is_set():
                 if mine:
                     rows = db.session.query(Assessment.id, Assessment.status).filter(
                         Assessment.id.in_(mine)
                     )
-                    finished = {AssessmentStatus.COMPLETED, AssessmentStatus.FAILED}
                     mine = [i for i, s in rows if s not in finished]
                     db.session.commit()
                 while len(mine) < self.in_flight:
                     mine.append(data.submit(user))
                     self.submitted += 1
-                self.stop.wait(0.05)
+                run = db.session.get(StageRun, runs[turn % len(runs)])
+                # 40..98 and round again: the stage is always mid-way, never finished.
+                run.percentage = 40 + (run.percentage - 39) % 59
+                progress.refresh_operation_progress(run.operation)
+                db.session.commit()
+                self.changes += 1
+                turn += 1
+                self.stop.wait(self.step)
             db.session.remove()
 
 
@@ -67,7 +88,7 @@ def run(stack: Stack, app, *, smoke: bool) -> list[Figure]:
         "status": (web, status_paths, auth),
         "partial": (web, partial_paths, htmx),
     }
-    scorer = Scorer(app, student)
+    scorer = Scorer(app, student, polled)
     scorer.start()
     try:
         for base, paths, headers in targets.values():  # warm up every process and cache
@@ -104,7 +125,16 @@ def run(stack: Stack, app, *, smoke: bool) -> list[Figure]:
                fixed["partial"].p99_ms, fixed["bare"].p99_ms, "max", 50.0,
                f"bare endpoint p99; offered {fixed['partial'].rps:.0f} req/s"),
     ]  # fmt: skip
-    stack.extra["scorer_submitted"] = scorer.submitted
+    from webapp.queues import get_redis
+
+    calls = {k: v["calls"] for k, v in get_redis().info("commandstats").items()}
+    stack.extra["polling"] = {
+        "assessments_submitted_meanwhile": scorer.submitted,
+        "polled_assessment_changes": scorer.changes,
+        # Cache reads (one script call per poll) against entries built (a miss each).
+        "poll_cache_reads": calls.get("cmdstat_evalsha", 0),
+        "poll_cache_entries_built": calls.get("cmdstat_hset", 0),
+    }
     return figures
 
 

@@ -222,3 +222,170 @@ def test_without_redis_polls_take_the_database_path(app, tokens, in_progress):  
         response = client.get(url, headers=bearer(tokens["student"]))
         assert response.status_code == 200
         assert response.get_json()["assessment_id"] == in_progress
+
+
+# --- the in-process layer (webapp/near_cache.py) ------------------------------------------------
+
+
+def live_near_cache(app):
+    """This app's near cache, once its pub/sub subscription is confirmed."""
+    import time
+
+    from webapp.near_cache import near_cache
+
+    near = near_cache(app)
+    near.get("status", 0)  # starts the listener
+    deadline = time.monotonic() + 10
+    while not near._live:
+        assert time.monotonic() < deadline, "the near cache never subscribed"
+        time.sleep(0.01)
+    return near
+
+
+@pytest.fixture()
+def counted_reads(monkeypatch):
+    """How many polls went to Redis for their answer."""
+    calls = []
+    original = status_cache.read
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(status_cache, "read", counting)
+    return calls
+
+
+def other_process_bump(app, assessment_id: int) -> None:
+    """A change announced by another process: a second app, with a near cache of its own."""
+    from webapp import create_app
+
+    other = create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
+                                                  "REDIS_URL", "SECRET_KEY")})  # fmt: skip
+    with other.app_context():
+        status_cache.bump([assessment_id])
+
+
+def eventually(predicate, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_repeated_polls_are_answered_from_memory(app, client, tokens, in_progress, counted_reads):  # noqa: F811
+    live_near_cache(app)
+    url = f"/api/v1/assessments/{in_progress}/status"
+    first = client.get(url, headers=bearer(tokens["student"]))
+    reads = len(counted_reads)
+    for _ in range(5):
+        again = client.get(url, headers=bearer(tokens["student"]))
+        assert again.get_data() == first.get_data()
+    assert len(counted_reads) == reads  # not one more trip to Redis for the answer
+
+
+def test_another_process_change_reaches_this_process(app, client, tokens, in_progress):  # noqa: F811
+    near = live_near_cache(app)
+    url = f"/api/v1/assessments/{in_progress}/status"
+    client.get(url, headers=bearer(tokens["student"]))
+    client.get(url, headers=bearer(tokens["student"]))
+    assert near.get("status", in_progress) is not None
+    other_process_bump(app, in_progress)
+    eventually(lambda: near.get("status", in_progress) is None)
+
+
+def test_an_entry_built_across_a_change_is_not_kept(app, in_progress):  # noqa: F811
+    from webapp.near_cache import Entry
+
+    near = live_near_cache(app)
+    with app.app_context():
+        ticket = near.begin(in_progress)
+        version = status_cache.current_version(in_progress)
+        other_process_bump(app, in_progress)
+        eventually(lambda: near._bumped.get(in_progress, 0) > version)
+        near.put(ticket, "status", Entry(version, 1, "e", False, "{}"))
+        near.end(ticket)
+    assert near.get("status", in_progress) is None
+
+
+def test_a_lost_subscription_empties_the_near_cache(app, client, tokens, in_progress):  # noqa: F811
+    from webapp.queues import get_redis
+
+    near = live_near_cache(app)
+    url = f"/api/v1/assessments/{in_progress}/status"
+    client.get(url, headers=bearer(tokens["student"]))
+    client.get(url, headers=bearer(tokens["student"]))
+    assert near.get("status", in_progress) is not None
+    with app.app_context():
+        get_redis().client_kill_filter(_type="pubsub")
+    eventually(lambda: near.get("status", in_progress) is None)
+    live_near_cache(app)  # it subscribes again by itself
+    assert client.get(url, headers=bearer(tokens["student"])).status_code == 200
+
+
+def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):  # noqa: F811
+    near = live_near_cache(app)
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == STUDENT[0]))
+        row, plain = ApiToken.issue(user, name="revoked-elsewhere")
+        db.session.add(row)
+        db.session.commit()
+        token_id, user_id = row.id, user.id
+    url = f"/api/v1/assessments/{in_progress}/status"
+    for _ in range(3):
+        assert client.get(url, headers=bearer(plain)).status_code == 200
+    from webapp import create_app
+
+    other = create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
+                                                  "REDIS_URL", "SECRET_KEY")})  # fmt: skip
+    with other.app_context():
+        revoke_token(db.session.get(User, user_id), token_id)
+    from webapp.models.accounts import hash_token
+
+    eventually(lambda: near.account_of(hash_token(plain)) is None)
+    assert client.get(url, headers=bearer(plain)).status_code == 401
+
+
+def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_progress):  # noqa: F811
+    from webapp import create_app
+    from webapp.queues import get_redis
+
+    limited = create_app(
+        {
+            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")},
+            "SECRET_KEY": "test-secret",
+            "RATELIMIT_KEY_PREFIX": "test-near-count",
+            "RATE_LIMIT_POLL": "1000/minute",
+        }
+    )
+    live_near_cache(limited)
+    client = limited.test_client()
+    url = f"/api/v1/assessments/{in_progress}/status"
+    for _ in range(40):
+        assert client.get(url, headers=bearer(tokens["student"])).status_code == 200
+    with limited.app_context():
+        [key] = list(get_redis().scan_iter("LIMITS:LIMITER/test-near-count/*"))
+        counted = int(get_redis().get(key))
+    # Batches of 8 at most are still waiting in the process; the rest reached Redis.
+    assert 40 - 8 <= counted <= 40
+
+
+@pytest.mark.parametrize("limit", [3, 4, 5])
+def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress, limit):  # noqa: F811
+    from webapp import create_app
+
+    limited = create_app(
+        {
+            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")},
+            "SECRET_KEY": "test-secret",
+            "RATELIMIT_KEY_PREFIX": f"test-exact-{limit}-{in_progress}-{id(app)}",
+            "RATE_LIMIT_POLL": f"{limit}/minute",
+        }
+    )
+    live_near_cache(limited)
+    client = limited.test_client()
+    url = f"/api/v1/assessments/{in_progress}/status"
+    answers = [client.get(url, headers=bearer(tokens["student"])).status_code for _ in range(8)]
+    assert answers == [200] * limit + [429] * (8 - limit)

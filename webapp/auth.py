@@ -103,12 +103,22 @@ def remember_token(token_hash: str, user_id: int) -> None:
 
 
 def forget_token(token_hash: str) -> None:
-    """A revoked token stops working at once on the fast path too (call after the commit)."""
-    from webapp.queues import get_redis
+    """A revoked token stops working at once on the fast paths too (call after the commit):
+    its cache entry becomes a tombstone, and every process's near cache is told."""
+    from flask import current_app
 
+    from webapp.queues import get_redis
+    from webapp.services.status_cache import CHANNEL
+
+    near = current_app.extensions.get("near_cache")
+    if near is not None:
+        near.revoked(token_hash)
     try:
-        get_redis().set(token_cache_key(token_hash), REVOKED, ex=2 * TOKEN_CACHE_TTL)
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.set(token_cache_key(token_hash), REVOKED, ex=2 * TOKEN_CACHE_TTL)
+        pipe.publish(CHANNEL, f"t {token_hash}")
+        pipe.execute()
     except redis.RedisError:
-        # The fast path only serves a token with an entry; without Redis there is no fast path,
-        # and a stale entry could outlive this outage by at most TOKEN_CACHE_TTL.
+        # The fast paths only serve a token with an entry, and near caches drop everything when
+        # they lose Redis; a stale entry could outlive this outage by at most TOKEN_CACHE_TTL.
         log.warning("token cache: Redis unreachable; revoked token may be served from cache")

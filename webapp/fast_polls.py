@@ -14,6 +14,8 @@ over the limit, Redis down) returns None, and the request takes the ordinary pat
 
 from __future__ import annotations
 
+import threading
+import time
 from functools import lru_cache
 
 import redis
@@ -22,6 +24,8 @@ from flask_limiter import Limiter
 from limits import parse_many
 
 from webapp.auth import bearer_token_hash, token_cache_key
+from webapp.near_cache import Entry, near_cache
+from webapp.queues import get_redis
 from webapp.services import status_cache
 from webapp.services.status_cache import PARTIAL, STATUS
 
@@ -29,8 +33,14 @@ ENDPOINTS = {"api.status": STATUS, "progress.live": PARTIAL}
 
 
 def init_app(app: Flask) -> None:
-    """Register the hook; call before the rate limiter's init so it runs ahead of it."""
+    """Register the hooks; call before the rate limiter's init so this runs ahead of it."""
     app.before_request(answer_from_cache)
+
+    @app.teardown_request
+    def _end_build(_exc=None):
+        ticket = g.pop("near_ticket", None)
+        if ticket is not None:
+            near_cache(app).end(ticket)
 
 
 def answer_from_cache():
@@ -38,34 +48,135 @@ def answer_from_cache():
     if kind is None or request.method != "GET":
         return None
     assessment_id = request.view_args["assessment_id"]
+    token_hash = None
+    if kind == STATUS:
+        token_hash = bearer_token_hash(request.headers.get("Authorization", ""))
+        if token_hash is None:
+            return None
+    elif not request.headers.get("HX-Request"):
+        return None
+    app = current_app._get_current_object()
+    near = near_cache(app)
+
+    # 1. This process's memory: no I/O at all (bar a batched rate-limit count).
+    entry = near.get(kind, assessment_id)
+    if entry is not None:
+        if kind == STATUS:
+            account = near.account_of(token_hash)
+            if account == entry.owner and poll_counter(app).count(account):
+                return _respond(kind, entry.content, entry.etag, entry.finished)
+        elif str(entry.owner) == session.get("_user_id"):
+            return _respond(kind, entry.content, entry.etag, entry.finished)
+
+    # 2. Redis: one round trip (see status_cache.READ_SCRIPT).
+    ticket = g.near_ticket = near.begin(assessment_id)
     try:
         if kind == STATUS:
-            token_hash = bearer_token_hash(request.headers.get("Authorization", ""))
-            if token_hash is None:
-                return None
-            answer = status_cache.read(
-                kind, assessment_id, token_cache_key(token_hash), poll_limits()
-            )
-        elif request.headers.get("HX-Request"):
-            answer = status_cache.read(kind, assessment_id)
+            key = token_cache_key(token_hash)
+            answer = status_cache.read(kind, assessment_id, key, poll_limits())
         else:
-            return None
+            answer = status_cache.read(kind, assessment_id)
     except redis.RedisError:
         return None
     # The version read before any SQL: what the ordinary path stamps its new entry with.
     g.poll_version = int(answer[1])
     if not answer[0]:
         return None
-    _hit, _version, owner, etag, finished, content = answer
+    hit, version, owner, etag, finished, content = answer
+    owner, etag, finished, content = int(owner), etag.decode(), finished == b"1", content.decode()
+    if kind == PARTIAL and str(owner) != session.get("_user_id"):  # Flask-Login's user id key
+        return None
+    if hit == 1:  # current, not a previous answer served during a rebuild
+        near.put(ticket, kind, Entry(int(version), owner, etag, finished, content))
+        if token_hash is not None:
+            near.put_token(ticket, token_hash, owner)
+    return _respond(kind, content, etag, finished)
+
+
+def remember(kind: str, assessment_id: int, version: int | None, owner: int, *,
+             etag: str = "", finished: bool, content: str) -> None:  # fmt: skip
+    """Keep an answer the ordinary path built: in Redis for every process, and in this one."""
+    status_cache.store(
+        kind, assessment_id, version, owner, etag=etag, finished=finished, content=content
+    )
+    if version is not None:
+        entry = Entry(version, owner, etag, finished, content)
+        near_cache(current_app._get_current_object()).put(g.get("near_ticket"), kind, entry)
+
+
+def _respond(kind: str, content: str, etag: str, finished: bool):
     if kind == STATUS:
         from webapp.api.assessments import status_response
 
-        return status_response(content, etag.decode(), finished == b"1")
-    if owner.decode() != session.get("_user_id"):  # Flask-Login's key for the user id
-        return None
+        return status_response(content, etag, finished)
     from webapp.views.progress import partial_response
 
-    return partial_response(content, finished == b"1")
+    return partial_response(content, finished)
+
+
+class PollCounter:
+    """Counts polls answered from memory into the account's poll bucket in Redis, in batches.
+
+    Far below the limit a process adds its polls to the shared counter every FLUSH_EVERY polls
+    or FLUSH_AFTER seconds (one round trip for many polls). Within EXACT_MARGIN of the limit it
+    stops answering from memory, so every poll is counted (and refused) one by one, exactly as
+    Flask-Limiter does. Other processes' polls are seen at each flush.
+    """
+
+    FLUSH_EVERY = 8
+    FLUSH_AFTER = 0.5
+    EXACT_MARGIN = 0.25
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+        # account -> [shared count at the last flush, polls not flushed yet, last flush, window end]
+        self._state: dict[int, list[float]] = {}
+
+    def count(self, account: int) -> bool:
+        """True: this poll is counted and well within the limit. False: count it in Redis."""
+        limits = poll_limits()
+        if not limits:
+            return True
+        amount = min(limit[3] for limit in limits)
+        now = time.monotonic()
+        with self._lock:
+            state = self._state.get(account)
+            if state is None or now >= state[3]:
+                state = self._state[account] = [0, 0, 0.0, 0.0]
+            if state[0] + state[1] + 1 > amount * (1 - self.EXACT_MARGIN):
+                return False
+            state[1] += 1
+            due = state[1] >= self.FLUSH_EVERY or now - state[2] >= self.FLUSH_AFTER
+            if not due:
+                return True
+            pending, state[1], state[2] = state[1], 0, now
+        try:
+            pipe = get_redis(self.app).pipeline(transaction=False)
+            for before, after, window, _amount in limits:
+                key = f"{before}{account}{after}"
+                pipe.set(key, 0, ex=window, nx=True)
+                pipe.incrby(key, int(pending))
+                pipe.pttl(key)
+            answers = pipe.execute()
+        except redis.RedisError:
+            return False
+        shared, ttl_ms = answers[1], answers[2]
+        with self._lock:
+            state[0] = shared
+            state[3] = now + max(ttl_ms, 0) / 1000
+            if len(self._state) > 10000:
+                self._state.clear()
+        # The flush may show other processes' polls have filled the bucket meanwhile; over the
+        # limit, the Redis path answers (and the ordinary path refuses).
+        return shared <= amount
+
+
+def poll_counter(app: Flask) -> PollCounter:
+    counter = app.extensions.get("poll_counter")
+    if counter is None:
+        counter = app.extensions["poll_counter"] = PollCounter(app)
+    return counter
 
 
 def poll_limits() -> list[tuple[str, str, int, int]]:

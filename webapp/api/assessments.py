@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app, g, make_response, request, url_for
 from flask_login import current_user
 
+from webapp import fast_polls
 from webapp.api import api_bp, json_body, require_admin
 from webapp.api.operations import operation_to_dict
 from webapp.errors import ResultNotReady, ValidationFailed
@@ -83,7 +84,7 @@ def status(assessment_id: int):
     body = progress.status_view(assessment)
     etag = progress.etag_for(body)
     text = current_app.json.dumps(body)
-    status_cache.store(
+    fast_polls.remember(
         status_cache.STATUS, assessment.id, version, assessment.user_id,
         content=text, etag=etag, finished=assessment.is_finished,
     )  # fmt: skip

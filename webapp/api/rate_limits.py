@@ -10,6 +10,9 @@ and shared by every endpoint in it, in fixed one-minute windows:
 
 Over the limit: 429 RATE_LIMITED problem+json with `Retry-After` (seconds to the window's end).
 A request costs one Redis round trip (an INCR-and-EXPIRE script); headers are not computed.
+Status polls answered from the poll cache (webapp/fast_polls.py) never reach Flask-Limiter; they
+count themselves in the same Redis counter (the limiter's own key), in batches far below the
+limit and one by one near it.
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ Freshness comes from a version number per assessment, not from a timeout:
 - a read fetches the entry and the current version in the same round trip (one Lua script)
   and uses the entry only if they match.
 
-A change is therefore seen by the very next poll, whichever process made it, and an entry built
-from a snapshot older than a change is never used, even if it was written after the bump. When
-Redis is unreachable every poll simply takes the database path.
+A change is therefore seen by the next poll, whichever process made it, and an entry built from
+a snapshot older than a change is never taken for current, even if it was written after the
+bump. While one request rebuilds a stale entry (at most REBUILD_MS, under one poll interval) the
+others get the previous answer rather than all rebuilding at once. When Redis is unreachable
+every poll simply takes the database path.
 """
 
 from __future__ import annotations
@@ -37,10 +39,16 @@ PENDING = "status_cache_touched"  # session.info: assessment ids changed in this
 
 STATUS = "status"  # the JSON of GET /api/v1/assessments/{id}/status
 PARTIAL = "partial"  # the htmx progress partial
+KINDS = (STATUS, PARTIAL)
+CHANNEL = "scoreline:poll-changes"  # bumps and token revocations, for the near caches
 
 
 def entry_key(kind: str, assessment_id: int) -> str:
     return f"scoreline:poll:{kind}:{assessment_id}"
+
+
+def lock_key(kind: str, assessment_id: int) -> str:
+    return f"scoreline:poll-build:{kind}:{assessment_id}"
 
 
 def version_key(assessment_id: int) -> str:
@@ -55,24 +63,37 @@ def _redis() -> redis.Redis:
 
 # One round trip: the entry if it is current, and for a bearer-token poll the owner check and
 # the rate-limit count as well. Returns {hit, version, owner, etag, finished, content}; hit is 0
-# for a miss, a stale entry, someone else's token, or a poll over the limit (the ordinary path
-# then answers, and refuses with 429 where due). Keys of the limit counters are built here from
-# the account the token names, so this needs a single Redis server (not Redis Cluster).
+# for a miss (the caller builds the entry), a stale entry, someone else's token, or a poll over
+# the limit (the ordinary path then answers, and refuses with 429 where due).
+#
+# A stale entry is rebuilt by one request only: the first to find it stale takes a short build
+# lock and builds; while the lock lives (REBUILD_MS, less than one poll interval) the others get
+# the previous answer (hit 2) instead of all rebuilding at once. So no poll waits on another,
+# and no answer is older than the change by more than REBUILD_MS.
+#
+# Keys of the limit counters are built here from the account the token names, so this needs a
+# single Redis server (not Redis Cluster).
 READ_SCRIPT = """
 local e = redis.call('HMGET', KEYS[1], 'v', 'owner', 'etag', 'finished', 'content')
 local version = redis.call('GET', KEYS[2]) or '0'
-if not e[1] or e[1] ~= version then return {0, version} end
-if #KEYS == 3 then
-  local account = redis.call('GET', KEYS[3])
+local hit = 1
+if not e[1] then return {0, version} end
+if e[1] ~= version then
+  if redis.call('SET', KEYS[3], version, 'PX', ARGV[1], 'NX') then return {0, version} end
+  hit = 2
+end
+if #KEYS == 4 then
+  local account = redis.call('GET', KEYS[4])
   if account ~= e[2] then return {0, version} end
-  for i = 0, tonumber(ARGV[1]) - 1 do
-    local key = ARGV[2 + 4 * i] .. account .. ARGV[3 + 4 * i]
-    redis.call('SET', key, 0, 'EX', ARGV[4 + 4 * i], 'NX')
-    if redis.call('INCR', key) > tonumber(ARGV[5 + 4 * i]) then return {0, version} end
+  for i = 0, tonumber(ARGV[2]) - 1 do
+    local key = ARGV[3 + 4 * i] .. account .. ARGV[4 + 4 * i]
+    redis.call('SET', key, 0, 'EX', ARGV[5 + 4 * i], 'NX')
+    if redis.call('INCR', key) > tonumber(ARGV[6 + 4 * i]) then return {0, version} end
   end
 end
-return {1, version, e[2], e[3], e[4], e[5]}
+return {hit, version, e[2], e[3], e[4], e[5]}
 """
+REBUILD_MS = 1000
 
 
 def read(kind: str, assessment_id: int, token_key: str | None = None, limits=()) -> list:
@@ -84,11 +105,15 @@ def read(kind: str, assessment_id: int, token_key: str | None = None, limits=())
     script = client.__dict__.get("_scoreline_poll_read")
     if script is None:
         script = client._scoreline_poll_read = client.register_script(READ_SCRIPT)
-    keys = [entry_key(kind, assessment_id), version_key(assessment_id)]
-    args: list = [0]
+    keys = [
+        entry_key(kind, assessment_id),
+        version_key(assessment_id),
+        lock_key(kind, assessment_id),
+    ]
+    args: list = [REBUILD_MS, 0]
     if token_key is not None:
         keys.append(token_key)
-        args = [len(limits), *(part for limit in limits for part in limit)]
+        args = [REBUILD_MS, len(limits), *(part for limit in limits for part in limit)]
     return script(keys=keys, args=args)
 
 
@@ -113,6 +138,7 @@ def store(kind: str, assessment_id: int, version: int | None, owner_id: int, *, 
         pipe.delete(key)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, ENTRY_TTL)
+        pipe.delete(lock_key(kind, assessment_id))
         pipe.execute()
     except redis.RedisError:
         log.debug("poll cache: Redis unreachable; entry for %s not kept", assessment_id)
@@ -128,24 +154,43 @@ def touch(session: Session, assessment_id: int | None) -> None:
 _unbumped: set[int] = set()
 
 
+# INCR each version, keep it a day, and announce the new versions in one message (atomically,
+# so a subscriber never sees a version before it exists). ARGV: channel, TTL, then the ids.
+BUMP_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('INCR', key)
+  redis.call('EXPIRE', key, ARGV[2])
+  out[i] = ARGV[2 + i] .. ':' .. v
+end
+redis.call('PUBLISH', ARGV[1], 'v ' .. table.concat(out, ' '))
+return out
+"""
+
+
 def bump(assessment_ids) -> None:
     """Advance the versions: every cached poll answer of these assessments is now stale."""
     ids = sorted(set(assessment_ids) | _unbumped)
     if not ids or not has_app_context():
         return
+    from flask import current_app
+
     try:
-        pipe = _redis().pipeline(transaction=False)
-        for assessment_id in ids:
-            pipe.incr(version_key(assessment_id))
-            pipe.expire(version_key(assessment_id), VERSION_TTL)
-        pipe.execute()
+        client = _redis()
+        script = client.__dict__.get("_scoreline_poll_bump")
+        if script is None:
+            script = client._scoreline_poll_bump = client.register_script(BUMP_SCRIPT)
+        pairs = script(keys=[version_key(i) for i in ids], args=[CHANNEL, VERSION_TTL, *ids])
     except redis.RedisError:
         # Polls take the database path while Redis is away; entries it kept are stale until
         # this bump succeeds (the next commit here retries it) or they expire (ENTRY_TTL).
         log.warning("poll cache: Redis unreachable; will invalidate %s later", ids)
         _unbumped.update(ids)
-    else:
-        _unbumped.difference_update(ids)
+        return
+    _unbumped.difference_update(ids)
+    near = current_app.extensions.get("near_cache")
+    if near is not None:
+        near.bumped({int(a): int(v) for a, v in (p.decode().split(":") for p in pairs)})
 
 
 def _assessment_of(session: Session, obj) -> int | None:

@@ -6,6 +6,7 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from htmx_flask import make_response
 
+from webapp import fast_polls
 from webapp.errors import AssessmentNotFound, Forbidden
 from webapp.models import Assessment, AssessmentStatus, Entity, HistoryEvent, StageStatus
 from webapp.services import history, status_cache
@@ -92,7 +93,7 @@ def live(assessment_id: int):
     context = _context(assessment)
     body = render_template("progress/_progress.html", announce=True, **context)
     if current_user.id == assessment.user_id:  # what the owner sees; the fast path serves it
-        status_cache.store(
+        fast_polls.remember(
             status_cache.PARTIAL, assessment.id, version, assessment.user_id,
             content=body, finished=context["finished"],
         )  # fmt: skip
