@@ -258,6 +258,24 @@ def live_server(app) -> Iterator[LiveServer]:
 
 
 @pytest.fixture()
+def serve() -> Iterator[Callable[[object], LiveServer]]:
+    """serve(app): a live server for another app (say, one on a worker's own Redis database).
+
+    Read through the app that enqueued the work: status polls are cached in that app's Redis,
+    where its workers announce every change, so an app on another Redis would not hear them.
+    """
+    servers: list[LiveServer] = []
+
+    def start(other_app) -> LiveServer:
+        servers.append(LiveServer(other_app))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture()
 def api(live_server, tokens) -> Api:
     """The student's API client against the live server."""
     return Api(live_server.url, tokens["student"])

@@ -26,7 +26,7 @@ ESSAYS = 2  # python-basics has two essays of weight 4
 
 @pytest.fixture()
 def score_with_openai(
-    db_url, tokens, worker_factory, openai_server, live_server
+    db_url, tokens, worker_factory, openai_server, serve
 ) -> Callable[..., tuple[dict, dict]]:
     """Score a fully answered python-basics assessment on a worker that uses `openai_server`.
 
@@ -44,7 +44,12 @@ def score_with_openai(
         _, redis_url = worker_factory(**{**settings, **env})
         # An app on that worker's Redis, sharing the database, so the jobs reach that worker.
         app = create_app(
-            {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url}
+            {
+                "TESTING": True,
+                "SQLALCHEMY_DATABASE_URI": db_url,
+                "REDIS_URL": redis_url,
+                "RATE_LIMIT_POLL": "100000/minute",
+            }
         )
         client = app.test_client()
         headers = {"Authorization": f"Bearer {tokens['student']}"}
@@ -57,7 +62,7 @@ def score_with_openai(
             headers=headers,
         )
         assert submitted.status_code == 202, submitted.get_data(as_text=True)
-        api = Api(live_server.url, tokens["student"])
+        api = Api(serve(app).url, tokens["student"])
         status = api.wait_finished(assessment["id"])
         result = api.get(f"/assessments/{assessment['id']}/result").json()
         return status, result

@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import redis_db_url
+from tests.conftest import Api, redis_db_url
 from tests.test_pipeline import full_answers
 from webapp import create_app
 from webapp.extensions import db
@@ -99,9 +99,10 @@ def test_reconcile_with_redis_down_reports_it(db_url):
     assert "unreachable" in str(report)
 
 
-def test_work_that_keeps_vanishing_is_given_up_not_looped(app, db_url, redis_server, tokens, api):
+def test_work_that_keeps_vanishing_is_given_up_not_looped(app, db_url, redis_server, tokens, serve):
     lost_url = redis_db_url(redis_server, 6)
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
+    api = Api(serve(lossy).url, tokens["student"])
     assessment, body = submit_through(lossy, tokens)
     with lossy.app_context():
         for _ in range(3):  # every job keeps vanishing: each pass re-enqueues it
