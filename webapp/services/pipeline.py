@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # Upper bounds for one run of each stage; RQ kills a job that overruns (and fusion still runs).
 JOB_TIMEOUTS = {Stage.GPT: 900, Stage.RAG: 120, Stage.FUSION: 120}
 STAGE_JOB = "worker.jobs.run_stage"
+# Partial progress is written (one commit each) at most this often per stage: a slow stage (an
+# essay on the OpenAI API) still moves the bar, a fast one (offline) writes only start and end.
+PROGRESS_EVERY = 0.5
 
 
 def add_stage_runs(operation: Operation, *, rule_result: dict) -> None:
@@ -170,10 +173,15 @@ def _is_disconnect(exc: Exception) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+# A stage run with its operation and every run of that operation, loaded before the stage's first
+# write: no lazy load happens later while the write transaction holds SQLite's lock.
+_WITH_SIBLINGS = selectinload(StageRun.operation).selectinload(Operation.stage_runs)
+
+
 def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) -> None:
     """One try at a stage; raises ConnectionLost (unless `last_try`) when the database went away."""
     try:
-        run = db.session.get(StageRun, stage_run_id, options=[selectinload(StageRun.operation)])
+        run = db.session.get(StageRun, stage_run_id, options=[_WITH_SIBLINGS])
     except DBAPIError as exc:
         if _is_disconnect(exc) and not last_try:
             raise ConnectionLost(str(exc.orig)) from exc
@@ -211,6 +219,24 @@ def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) ->
             raise ConnectionLost(str(getattr(exc, "orig", exc))) from exc
         _fail(run.id, f"Unexpected error in the {run.name} stage: {type(exc).__name__}: {exc}")
         raise
+
+
+def progress_reporter(run: StageRun, every: float = PROGRESS_EVERY):
+    """A stage's on_progress callback that stores progress at most once per `every` seconds.
+
+    Progress reported sooner after the stage started (or after the last write) is dropped: the
+    next write, or the stage's completion, supersedes it. Polling clients could not have seen a
+    step that lasted a few milliseconds, and each write is a commit the other workers wait on.
+    """
+    last = time.monotonic()
+
+    def report(percentage: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            progress.record_progress(run, percentage)
+            last = time.monotonic()
+
+    return report
 
 
 class Superseded(Exception):
@@ -266,7 +292,7 @@ def _run_gpt(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
         db.session.commit()
         return
     scorer = essay_scorer()
-    results = gpt.score_essays(essays, scorer, lambda pct: progress.record_progress(run, pct))
+    results = gpt.score_essays(essays, scorer, progress_reporter(run))
     ensure_current(run, job_id)
     db.session.query(Score).filter_by(operation_id=run.operation_id, stage=Stage.GPT).delete()
     for result in results:
@@ -286,9 +312,7 @@ def _run_gpt(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
 
 def _run_rag(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     """Recommend learning resources for the student's weak areas."""
-    found = rag.recommend(
-        question_inputs(assessment), on_progress=lambda pct: progress.record_progress(run, pct)
-    )
+    found = rag.recommend(question_inputs(assessment), on_progress=progress_reporter(run))
     ensure_current(run, job_id)
     progress.complete_stage(run, {"recommendations": found})
     db.session.commit()
@@ -302,14 +326,17 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
     if assessment.missing_question_ids:
         reasons.append(f"{len(assessment.missing_question_ids)} question(s) were not answered.")
     upstream = {r.name: r for r in operation.stage_runs}
+    abandoned = False
     for stage in (Stage.GPT, Stage.RAG):
         other = upstream[stage]
         if not StageStatus(other.status).finished:
             # Its job ended without reporting (worker killed, job timeout): say so, don't wait.
             progress.fail_stage(other, "The worker running this stage stopped before finishing.")
+            abandoned = True
         if other.status == StageStatus.FAILED:
             reasons.append(f"The {stage.value} stage failed: {other.error}")
-    progress.record_progress(run, 30)
+    if abandoned:
+        db.session.commit()  # recorded even if the report below fails
     questions = question_inputs(assessment)
     essay_ids = [q.id for q in questions if q.type == QuestionType.ESSAY]
     gpt_result = upstream[Stage.GPT].result or {}
