@@ -125,7 +125,8 @@ def _span(job_ids: list[str]) -> float:
         raise RuntimeError(f"{len(job_ids) - len(jobs)} jobs vanished before they were timed")
     starts = [j.started_at for j in jobs if j.started_at]
     ends = [j.ended_at for j in jobs if j.ended_at]
-    inside = [(j.ended_at - j.started_at).total_seconds() for j in jobs if j.started_at and j.ended_at]
+    timed = [j for j in jobs if j.started_at and j.ended_at]
+    inside = [(j.ended_at - j.started_at).total_seconds() for j in timed]
     _say(f"{len(jobs)} jobs: {1000 * statistics.mean(inside):.1f} ms each inside the job (mean)")
     return (max(ends) - min(starts)).total_seconds()
 
@@ -135,7 +136,7 @@ def _latency(student, samples: int) -> tuple[list[float], list[float]]:
     overheads, work = [], []
     for _ in range(samples):
         assessment_id = data.submit(student)
-        _wait_for(lambda: _finished([assessment_id]), 60, "one assessment to be scored")
+        _wait_for(lambda i=assessment_id: _finished([i]), 60, "one assessment to be scored")
         assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
         runs = {
             run.name: _seconds(run.started_at, run.completed_at)
@@ -177,7 +178,7 @@ def _wait_for(predicate, timeout: float, what: str, pause: float = 0.02) -> None
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"pipeline bench: timed out after {timeout:.0f} s waiting for {what}")
+            raise RuntimeError(f"pipeline bench: {timeout:.0f} s passed waiting for {what}")
         time.sleep(pause)
 
 
