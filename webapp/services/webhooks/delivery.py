@@ -7,6 +7,7 @@ the request is in flight.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -21,6 +22,7 @@ from flask import current_app
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from webapp.extensions import db
 from webapp.models import (
@@ -37,13 +39,13 @@ from webapp.models import (
 from webapp.models.base import isoformat, utcnow
 from webapp.queues import get_redis
 from webapp.services import history
-from webapp.services.webhooks import events, signing
+from webapp.services.webhooks import bulkhead, events, signing
 from webapp.services.webhooks.url_guard import (
     AddressGuard,
     BlockedAddress,
     InvalidWebhookUrl,
-    guarded_session,
     parse_url,
+    shared_session,
 )
 
 log = logging.getLogger(__name__)
@@ -108,19 +110,19 @@ def send(url: str, body: bytes, headers: dict[str, str], *, timeout: float, guar
     started = time.monotonic()
     try:
         parse_url(url)
-        with guarded_session(guard) as http:
-            response = http.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=(timeout, timeout),
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                outcome.status = response.status_code
-                outcome.response_headers = {k.lower(): v for k, v in response.headers.items()}
-                outcome.body = _read_body(response)
+        http = shared_session(guard)
+        response = http.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            stream=True,
+        )
+        with response:
+            outcome.status = response.status_code
+            outcome.response_headers = {k.lower(): v for k, v in response.headers.items()}
+            outcome.body = _read_body(response)
     except (BlockedAddress, InvalidWebhookUrl) as exc:
         outcome.error, outcome.detail = ErrorClass.BLOCKED, getattr(exc, "detail", str(exc))
     except requests.exceptions.SSLError as exc:
@@ -187,9 +189,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def attempt(delivery_id: int, job_id: str | None) -> None:
-    """Make one attempt of a delivery, if `job_id` still owns it; schedule a retry on failure."""
+    """Make one attempt of a delivery, if `job_id` still owns it; schedule a retry on failure.
+
+    The attempt first takes a slot of its target (see `bulkhead`); when the target's slots are
+    taken the delivery is deferred instead (a fresh job id, in the target's line), with no
+    attempt counted.
+    """
     config = current_app.config
-    delivery = db.session.get(Delivery, delivery_id)
+    delivery = _load(delivery_id)
     if delivery is None:
         log.info("delivery %s no longer exists; nothing to send", delivery_id)
         return
@@ -202,13 +209,62 @@ def attempt(delivery_id: int, job_id: str | None) -> None:
         _set_status(delivery, DeliveryStatus.SKIPPED, events.SKIPPED_WHILE_DISABLED)
         db.session.commit()
         return
+    timeout = config["WEBHOOK_TIMEOUT"]
+    slot = bulkhead.target_key(delivery.endpoint_id, delivery.callback_id)
+    if job_id is not None and not bulkhead.acquire(slot, job_id, timeout):
+        job_id = _defer(delivery, slot, timeout)
+        if job_id is None:
+            return
     url, keys = target.url, signing_keys(delivery)
     body, webhook_id = delivery.event.body, delivery.event.webhook_id
     db.session.commit()  # end the read transaction: nothing is held while the request is out
     headers = signing.headers(body, webhook_id=webhook_id, timestamp=int(time.time()), keys=keys)
-    guard = AddressGuard.from_cidrs(config["WEBHOOK_ALLOWED_CIDRS"])
-    outcome = send(url, body, headers, timeout=config["WEBHOOK_TIMEOUT"], guard=guard)
+    guard = _guard(tuple(config["WEBHOOK_ALLOWED_CIDRS"]))
+    outcome = None
+    try:
+        outcome = send(url, body, headers, timeout=timeout, guard=guard)
+    finally:
+        if job_id is not None:
+            fast = None
+            if outcome is not None:
+                quick = outcome.duration_ms <= bulkhead.fast_threshold(timeout) * 1000
+                fast = outcome.succeeded and quick
+            woken = bulkhead.release(slot, job_id, fast=fast)
+            if woken:
+                events.enqueue_jobs([(d, j, None) for d, j in woken])
     record(delivery_id, job_id, trigger, outcome)
+
+
+def _load(delivery_id: int) -> Delivery | None:
+    """The delivery with its event and target, in one query."""
+    return db.session.scalar(
+        select(Delivery)
+        .where(Delivery.id == delivery_id)
+        .options(joinedload(Delivery.endpoint), joinedload(Delivery.callback))
+        .execution_options(populate_existing=True)
+    )
+
+
+def _defer(delivery: Delivery, slot: str, timeout: float) -> str | None:
+    """Put the delivery in its target's line under a fresh job id (no attempt counted).
+
+    The fresh id is committed before the delivery joins the line, so the job that wakes it owns
+    it. Returns that id when a slot came free meanwhile (the caller attempts now), else None.
+    """
+    fresh = events.new_job_id(delivery)
+    delivery.job_id = fresh
+    db.session.commit()
+    entry = bulkhead.line_entry(delivery.id, fresh)
+    if bulkhead.acquire(slot, fresh, timeout, line_entry=entry):
+        return fresh
+    log.info("delivery %s deferred: %s is busy (%s)", delivery.id, slot, fresh)
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _guard(cidrs: tuple[str, ...]) -> AddressGuard:
+    """The guard for WEBHOOK_ALLOWED_CIDRS (one per setting, so its connections are reused)."""
+    return AddressGuard.from_cidrs(cidrs)
 
 
 def signing_keys(delivery: Delivery) -> list[str]:
@@ -225,6 +281,7 @@ def record(delivery_id: int, job_id: str | None, trigger: AttemptTrigger, outcom
     delivery = db.session.scalar(
         select(Delivery)
         .where(Delivery.id == delivery_id)
+        .options(joinedload(Delivery.endpoint))
         .with_for_update(of=Delivery)
         .execution_options(populate_existing=True)
     )
@@ -413,8 +470,11 @@ def pending_deliveries_without_job(grace: timedelta = WATCHDOG_GRACE) -> list[De
         )
     ).all()
     connection = get_redis()
+    waiting = bulkhead.in_line([d.job_id for d in overdue if d.job_id])
     lost = []
     for delivery in overdue:
+        if delivery.job_id in waiting:
+            continue  # deferred behind a busy target: alive, its turn comes
         try:
             job = Job.fetch(delivery.job_id, connection=connection) if delivery.job_id else None
         except NoSuchJobError:
@@ -428,6 +488,9 @@ def requeue_lost(grace: timedelta = WATCHDOG_GRACE) -> int:
     """Enqueue a fresh job for every delivery whose job vanished; returns how many (0 if Redis
     is down: the rows wait for the next pass)."""
     try:
+        woken = bulkhead.wake_stalled()
+        if woken:
+            events.enqueue_jobs([(d, j, None) for d, j in woken])
         lost = pending_deliveries_without_job(grace)
     except redis.RedisError:
         log.warning("watchdog: Redis unreachable; webhook deliveries wait for the next pass")

@@ -280,7 +280,7 @@ def enqueue_after_commit(
     whose id is no longer the delivery's does nothing, so an older job still queued (or
     scheduled) for the same delivery is harmless.
     """
-    delivery.job_id = f"delivery-{delivery.id}-{secrets.token_hex(4)}"
+    delivery.job_id = new_job_id(delivery)
     delivery.next_trigger = trigger
     run_at = None
     if delay:
@@ -289,6 +289,11 @@ def enqueue_after_commit(
             run_at = run_at.replace(microsecond=0) + timedelta(seconds=1)
     delivery.next_attempt_at = run_at or utcnow()
     db.session.info.setdefault(_OUTBOX, []).append((delivery.id, delivery.job_id, run_at))
+
+
+def new_job_id(delivery: Delivery) -> str:
+    """A job id for the delivery's next job; only the job holding the current one may send."""
+    return f"delivery-{delivery.id}-{secrets.token_hex(4)}"
 
 
 @event.listens_for(Session, "after_commit")

@@ -11,7 +11,9 @@ use the host name. `WEBHOOK_ALLOWED_CIDRS` is the only way to reach a refused ra
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
@@ -343,4 +345,23 @@ def guarded_session(guard: AddressGuard, adapters: Sequence[str] = ("http://", "
     adapter = GuardedAdapter(guard)
     for prefix in adapters:
         session.mount(prefix, adapter)
+    return session
+
+
+_shared = threading.local()
+
+
+def shared_session(guard: AddressGuard):
+    """This thread's guarded session for `guard`, kept between attempts so connections are reused.
+
+    A kept-alive connection stays on the address the guard checked when it was opened; a new
+    connection resolves and checks again. A forked process starts its own (no shared sockets).
+    """
+    pid = os.getpid()
+    if getattr(_shared, "pid", None) != pid:
+        _shared.pid, _shared.sessions = pid, {}
+    key = (guard.allowed, guard.resolver)
+    session = _shared.sessions.get(key)
+    if session is None:
+        session = _shared.sessions[key] = guarded_session(guard)
     return session

@@ -1,0 +1,100 @@
+"""The bulkhead: a hanging endpoint holds at most one worker, so a sustained stream of events to
+it and to a healthy endpoint never stalls the healthy one; deferred deliveries count no attempt."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+
+import pytest
+
+from tests.test_webhooks_delivery import add_endpoint, deliveries_of
+from tests.webhook_receiver import Answer
+
+pytestmark = pytest.mark.db
+
+
+def test_a_hanging_endpoint_takes_one_worker_while_events_keep_coming(
+    webhook_site, receivers, tokens
+):
+    from webapp.extensions import db
+    from webapp.models import EventType
+    from webapp.services.webhooks import events
+
+    hanging = receivers(default=Answer(200, delay=5))  # never answers within the 1 s timeout
+    healthy = receivers()
+    site = webhook_site(workers=2)
+    admin = site.client(tokens["admin"])
+    slow = add_endpoint(admin, hanging.url)
+    fast = add_endpoint(admin, healthy.url)
+
+    sent = []
+    with site.app.app_context():
+        for n in range(20):  # an event every 0.15 s for 3 s, each to both endpoints
+            events.emit(EventType.WEBHOOK_TEST, {"n": n})
+            db.session.commit()
+            sent.append(time.monotonic())
+            time.sleep(0.15)
+        db.session.remove()
+
+    arrived = healthy.wait_for(len(sent), timeout=10)
+    latencies = sorted(r.at - s for r, s in zip(arrived, sent, strict=True))
+    print(f"healthy latencies beside a hanging endpoint: {latencies}")
+    assert latencies[int(len(latencies) * 0.95) - 1] < 1.0, latencies
+
+    # At most one attempt waits on the hanging endpoint at a time: each starts after the last
+    # one timed out (1 s).
+    starts = [r.at for r in hanging.received]
+    assert len(starts) >= 2
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) > 0.9, gaps
+
+    # Deferred deliveries waited in line without an attempt: every attempt logged is one the
+    # receiver saw (one more may be out right now), numbered without gaps.
+    rows = deliveries_of(admin, slow["id"])
+    assert len(rows) == len(sent)
+    logged = 0
+    for row in rows:
+        detail = admin.get(f"/api/v1/webhook-deliveries/{row['id']}").get_json()
+        numbers = [a["number"] for a in detail["attempts"]]
+        assert numbers == list(range(1, len(numbers) + 1))
+        assert all(a["error"] == "timeout" for a in detail["attempts"])
+        logged += len(numbers)
+    assert logged <= len(hanging.received) <= logged + 1
+    assert all(d["status"] == "succeeded" for d in deliveries_of(admin, fast["id"]))
+
+
+def test_slots_lines_and_leases(app):
+    from webapp.services.webhooks import bulkhead
+
+    with app.app_context():
+        target = f"endpoint:test-{uuid.uuid4().hex}"
+        # A target not known fast gets one slot; the next attempt waits in line.
+        assert bulkhead.acquire(target, "job-a", timeout=1)
+        assert not bulkhead.acquire(target, "job-b", 1, line_entry=bulkhead.line_entry(7, "job-b"))
+        assert bulkhead.in_line(["job-b", "job-x"]) == {"job-b"}
+        # The attempt ends slow: the next in line may go, and only it.
+        assert bulkhead.release(target, "job-a", fast=False) == [(7, "job-b")]
+        assert bulkhead.in_line(["job-b"]) == set()
+        assert bulkhead.acquire(target, "job-b", 1)
+        # A fast answer opens more slots.
+        bulkhead.release(target, "job-b", fast=True)
+        taken = [bulkhead.acquire(target, f"job-{n}", 1) for n in range(bulkhead.FAST_IN_FLIGHT)]
+        assert all(taken)
+        assert not bulkhead.acquire(target, "job-z", 1)
+
+
+def test_a_line_whose_slot_holder_died_is_woken_by_the_watchdog(app):
+    from webapp.queues import get_redis
+    from webapp.services.webhooks import bulkhead
+
+    with app.app_context():
+        target = f"callback:test-{uuid.uuid4().hex}"
+        # A lease that ran out (its worker was killed mid-request) frees the slot.
+        assert bulkhead.acquire(target, "dead-job", timeout=-bulkhead.LEASE_MARGIN - 1)
+        assert bulkhead.acquire(target, "job-c", 1)
+        assert not bulkhead.acquire(target, "job-d", 1, line_entry=bulkhead.line_entry(9, "job-d"))
+        assert (9, "job-d") not in bulkhead.wake_stalled()  # job-c holds a live lease
+        get_redis().zadd(f"webhooks:inflight:{target}", {"job-c": time.time() - 1})
+        assert (9, "job-d") in bulkhead.wake_stalled()
