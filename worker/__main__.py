@@ -1,6 +1,7 @@
 """`python -m worker`: an RQ worker with the scheduler on, listening on every queue the app uses.
 
-The app context is pushed once here, so every job (in the forked work horse) runs inside it.
+The app context is pushed once here, so every job (in a forked work horse, or in this process
+for webhook deliveries) runs inside it.
 Everything a job needs that is the same for every job (imports, SQLAlchemy's mapper setup, the
 knowledge index) is made here too, once, before the first fork: a horse that had to redo it would
 spend most of its life on it.
@@ -21,13 +22,15 @@ import time
 
 import redis
 from flask import Flask
-from rq import Worker
+from rq import Queue, Worker
 from rq.cron import CronScheduler
+from rq.job import Job
+from rq.worker import WorkerStatus
 from sqlalchemy.orm import configure_mappers
 
 from webapp import create_app
 from webapp.extensions import db
-from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, get_redis, redis_url
+from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, WEBHOOKS_QUEUE, get_redis, redis_url
 from webapp.services.retention import scheduled_prune
 from webapp.services.watchdog import scheduled_reconcile
 
@@ -90,13 +93,48 @@ def warm_up(app: Flask) -> None:
 
 
 class ScorelineWorker(Worker):
-    """RQ's forking Worker, listening for SIGTERM/SIGINT from before it registers in Redis.
+    """RQ's forking Worker, except for webhook deliveries, and listening for SIGTERM/SIGINT from
+    before it registers in Redis.
+
+    Scoring jobs run in a forked work horse, as RQ does by default: a stage may call the OpenAI
+    API for minutes, and a horse keeps its memory and any crash away from the worker. A webhook
+    delivery is one HTTP request bounded by WEBHOOK_TIMEOUT, and a fork costs more than the
+    request itself (about 20 ms against 1), so deliveries run in this process, with RQ's own
+    job timeout (SIGALRM) and a thread keeping the heartbeats going while one runs.
 
     RQ installs its handlers only after registering and starting its scheduler, so a SIGTERM
     sent as soon as the worker shows up in Redis (as a supervisor or a test may do) used to kill
     it outright. Here the handlers go in first; a stop asked for before the work loop runs is
     remembered, and the loop ends at once (warm shutdown, exit 0).
     """
+
+    in_process_queues = frozenset({WEBHOOKS_QUEUE})
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if queue.name not in self.in_process_queues:
+            super().execute_job(job, queue)
+            return
+        self._horse_pid = 0  # no horse: a cold shutdown must not signal an old one's pid
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._keep_beating, args=(job, execution, done), name="rq-heartbeat"
+        )
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _keep_beating(self, job: Job, execution, done: threading.Event) -> None:
+        """What the forking worker's monitor loop does while a horse works."""
+        while not done.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except redis.RedisError:
+                log.warning("worker: heartbeat failed (Redis unreachable)")
 
     _looping = False
 

@@ -1,0 +1,53 @@
+"""Webhook deliveries run in the worker's own process (no forked horse), with heartbeats kept
+up while one runs; scoring jobs still run in a forked horse."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Worker
+
+from tests.test_webhooks_delivery import add_endpoint
+from tests.webhook_receiver import Answer
+
+pytestmark = pytest.mark.db
+
+
+def horses(pid: int) -> list[int]:
+    """Child processes of the worker (a forked work horse would be one)."""
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_delivery_runs_in_the_worker_process_with_its_heartbeat_kept(
+    webhook_site, receivers, tokens
+):
+    from webapp.extensions import db
+    from webapp.models import EventType
+    from webapp.services.webhooks import events
+
+    slow = receivers(default=Answer(200, delay=4))  # answers after 4 s, within the timeout
+    site = webhook_site(workers=1, WEBHOOK_TIMEOUT="8", WORKER_HEARTBEAT="1")
+    worker = site.workers[0]
+    admin = site.client(tokens["admin"])
+    add_endpoint(admin, slow.url)
+    idle_children = horses(worker.process.pid)  # RQ's scheduler runs in a child of its own
+    with site.app.app_context():
+        events.emit(EventType.WEBHOOK_TEST, {"n": 1})
+        db.session.commit()
+        db.session.remove()
+
+    connection = redis.Redis.from_url(site.redis_url)
+    deadline = time.monotonic() + 10
+    while not slow.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slow.received, "the delivery never started"
+    time.sleep(2.5)  # well into the 4 s answer: a forking worker would have a horse now
+    [rq_worker] = [w for w in Worker.all(connection=connection)]
+    assert rq_worker.get_state() == "busy"
+    assert horses(worker.process.pid) == idle_children
+    age = time.time() - rq_worker.last_heartbeat.timestamp()
+    assert age < 2.0, f"last heartbeat {age:.1f} s ago while busy"
+    assert slow.wait_for(1, timeout=10)
