@@ -33,7 +33,8 @@ def test_a_delivery_runs_in_the_worker_process_with_its_heartbeat_kept(
     worker = site.workers[0]
     admin = site.client(tokens["admin"])
     add_endpoint(admin, slow.url)
-    idle_children = horses(worker.process.pid)  # RQ's scheduler runs in a child of its own
+    # RQ's scheduler runs in a child of its own (and a cron job's horse may come and go now).
+    idle_children = set(horses(worker.process.pid))
     with site.app.app_context():
         events.emit(EventType.WEBHOOK_TEST, {"n": 1})
         db.session.commit()
@@ -47,7 +48,8 @@ def test_a_delivery_runs_in_the_worker_process_with_its_heartbeat_kept(
     time.sleep(2.5)  # well into the 4 s answer: a forking worker would have a horse now
     [rq_worker] = [w for w in Worker.all(connection=connection)]
     assert rq_worker.get_state() == "busy"
-    assert horses(worker.process.pid) == idle_children
+    # Busy with the delivery, the worker runs nothing else: a new child would be its horse.
+    assert set(horses(worker.process.pid)) <= idle_children
     age = time.time() - rq_worker.last_heartbeat.timestamp()
     assert age < 2.0, f"last heartbeat {age:.1f} s ago while busy"
     assert slow.wait_for(1, timeout=10)
