@@ -138,25 +138,38 @@ def _reset_schema() -> None:
 def clean_tables(request, app):
     """Each test starts with no assessments, operations or tokens of its own."""
     yield
+    from sqlalchemy.exc import OperationalError
+
+    models = (
+        Attempt,
+        Delivery,
+        WebhookEvent,
+        AssessmentCallback,
+        WebhookEndpoint,
+        IdempotencyKey,
+        AuditEntry,
+        HistoryEvent,
+        Score,
+        StageRun,
+        Operation,
+        Response,
+        Assessment,
+    )
     with app.app_context():
-        db.session.rollback()
-        for model in (
-            Attempt,
-            Delivery,
-            WebhookEvent,
-            AssessmentCallback,
-            WebhookEndpoint,
-            IdempotencyKey,
-            AuditEntry,
-            HistoryEvent,
-            Score,
-            StageRun,
-            Operation,
-            Response,
-            Assessment,
-        ):
-            db.session.execute(delete(model))
-        db.session.commit()
+        # A worker may still be finishing the test's last job: on PostgreSQL its UPDATE and
+        # these DELETEs can deadlock; the database picks one to fail, and this one tries again.
+        for attempt in range(5):
+            db.session.rollback()
+            try:
+                for model in models:
+                    db.session.execute(delete(model))
+                db.session.commit()
+                break
+            except OperationalError:
+                db.session.rollback()
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 @pytest.fixture()
