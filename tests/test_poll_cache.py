@@ -16,6 +16,14 @@ from webapp.services.accounts import revoke_token
 pytestmark = pytest.mark.db
 
 
+def sibling_app(app, **config):
+    """Another app on the session's database and Redis (a process of its own), with `config`."""
+    from webapp import create_app
+
+    shared = ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL", "SECRET_KEY")
+    return create_app({**{k: app.config[k] for k in shared}, **config})
+
+
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
@@ -138,16 +146,8 @@ def test_a_revoked_token_stops_working_at_once(app, client, in_progress):  # noq
 
 
 def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):  # noqa: F811
-    from webapp import create_app
 
-    limited = create_app(
-        {
-            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")},
-            "SECRET_KEY": "test-secret",
-            "RATELIMIT_KEY_PREFIX": "test-poll-cache",
-            "RATE_LIMIT_POLL": "4/minute",
-        }
-    )
+    limited = sibling_app(app, RATELIMIT_KEY_PREFIX="test-poll-cache", RATE_LIMIT_POLL="4/minute")
     with limited.app_context():
         from webapp.queues import get_redis
 
@@ -258,10 +258,8 @@ def counted_reads(monkeypatch):
 
 def other_process_bump(app, assessment_id: int) -> None:
     """A change announced by another process: a second app, with a near cache of its own."""
-    from webapp import create_app
 
-    other = create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
-                                                  "REDIS_URL", "SECRET_KEY")})  # fmt: skip
+    other = sibling_app(app)
     with other.app_context():
         status_cache.bump([assessment_id])
 
@@ -336,10 +334,8 @@ def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):
     url = f"/api/v1/assessments/{in_progress}/status"
     for _ in range(3):
         assert client.get(url, headers=bearer(plain)).status_code == 200
-    from webapp import create_app
 
-    other = create_app({k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI",
-                                                  "REDIS_URL", "SECRET_KEY")})  # fmt: skip
+    other = sibling_app(app)
     with other.app_context():
         revoke_token(db.session.get(User, user_id), token_id)
     from webapp.models.accounts import hash_token
@@ -349,16 +345,10 @@ def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):
 
 
 def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_progress):  # noqa: F811
-    from webapp import create_app
     from webapp.queues import get_redis
 
-    limited = create_app(
-        {
-            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")},
-            "SECRET_KEY": "test-secret",
-            "RATELIMIT_KEY_PREFIX": "test-near-count",
-            "RATE_LIMIT_POLL": "1000/minute",
-        }
+    limited = sibling_app(
+        app, RATELIMIT_KEY_PREFIX="test-near-count", RATE_LIMIT_POLL="1000/minute"
     )
     live_near_cache(limited)
     client = limited.test_client()
@@ -374,15 +364,11 @@ def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_prog
 
 @pytest.mark.parametrize("limit", [3, 4, 5])
 def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress, limit):  # noqa: F811
-    from webapp import create_app
 
-    limited = create_app(
-        {
-            **{k: app.config[k] for k in ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL")},
-            "SECRET_KEY": "test-secret",
-            "RATELIMIT_KEY_PREFIX": f"test-exact-{limit}-{in_progress}-{id(app)}",
-            "RATE_LIMIT_POLL": f"{limit}/minute",
-        }
+    limited = sibling_app(
+        app,
+        RATELIMIT_KEY_PREFIX=f"test-exact-{limit}-{in_progress}-{id(app)}",
+        RATE_LIMIT_POLL=f"{limit}/minute",
     )
     live_near_cache(limited)
     client = limited.test_client()
