@@ -64,14 +64,42 @@ def status(app, tokens, assessment_id: int) -> dict:
     )
 
 
-def wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str, explain=None):
+    """Poll until `predicate` is truthy; on timeout, say what `explain()` finds (if given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f"\n{explain()}" if explain else "")
+    )
+
+
+def explain(app, tokens, assessment_id: int, *workers) -> str:
+    """What the API, the database and the workers say, for a timed-out wait: tells a stale poll
+    answer from a pipeline that really stopped."""
+    try:
+        lines = [f"API status: {status(app, tokens, assessment_id)}"]
+    except Exception as exc:  # a diagnosis must not hide the failure
+        lines = [f"API status: {exc!r}"]
+    with app.app_context():
+        rows = db.session.execute(
+            text(
+                "SELECT o.id, o.status, s.name, s.status, s.percentage, s.job_id, s.error "
+                "FROM operations o LEFT JOIN stage_runs s ON s.operation_id = o.id "
+                "WHERE o.assessment_id = :a ORDER BY o.id, s.id"
+            ),
+            {"a": assessment_id},
+        ).all()
+        db.session.rollback()
+    lines += [f"database: {tuple(row)}" for row in rows]
+    for worker in workers:
+        lines.append(
+            "--- worker log (last 40 lines) ---\n" + "\n".join(worker.log().splitlines()[-40:])
+        )
+    return "\n".join(lines)
 
 
 def stage(body: dict, name: str) -> dict:
@@ -116,6 +144,7 @@ def test_worker_killed_mid_stage_is_replaced_and_the_assessment_completes(
             ),
             60,
             "the assessment to finish",
+            lambda: explain(app, tokens, assessment_id, doomed, replacement),
         )
         recovered_in = time.monotonic() - killed_at
     finally:
@@ -150,6 +179,7 @@ def test_sigterm_lets_the_current_job_finish(
             lambda: (b := status(app, tokens, assessment_id))["status"] == "completed" and b,
             30,
             "the successor to finish",
+            lambda: explain(app, tokens, assessment_id, worker, successor),
         )
     finally:
         successor.stop()
@@ -189,6 +219,7 @@ def test_redis_flushall_mid_stage_the_watchdog_brings_it_to_the_end(
             ),
             60,
             "the watchdog to bring the assessment to the end",
+            lambda: explain(app, tokens, assessment_id, worker),
         )
     finally:
         worker.stop()
@@ -220,6 +251,7 @@ def test_redis_stopped_submit_accepted_redis_started_and_the_assessment_complete
             lambda: (b := status(app, tokens, assessment_id))["status"] == "completed" and b,
             90,
             "the assessment to complete after Redis came back",
+            lambda: explain(app, tokens, assessment_id, worker),
         )
     finally:
         worker.stop()
@@ -259,6 +291,7 @@ def test_a_database_connection_cut_mid_stage_retries_the_stage(
         ),
         60,
         "the assessment to finish",
+        lambda: explain(scoring, tokens, assessment_id, worker),
     )
     assert body["status"] == "completed"
     assert body["degraded"] is False  # the stage ran again; nothing failed, nothing half-written
