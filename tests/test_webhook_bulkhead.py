@@ -98,3 +98,42 @@ def test_a_line_whose_slot_holder_died_is_woken_by_the_watchdog(app):
         assert (9, "job-d") not in bulkhead.wake_stalled()  # job-c holds a live lease
         get_redis().zadd(f"webhooks:inflight:{target}", {"job-c": time.time() - 1})
         assert (9, "job-d") in bulkhead.wake_stalled()
+
+
+def test_an_endpoint_known_fast_starts_over_when_its_url_changes_or_it_is_deleted(
+    app, client, tokens
+):
+    """SQLite gives a deleted endpoint's id to the next one: that one must not inherit eight
+    slots from a receiver it has nothing to do with (nor a changed URL from the old one)."""
+    from webapp.queues import get_redis
+    from webapp.services.webhooks import bulkhead
+
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens['admin']}"
+    endpoint = add_endpoint(client, "http://93.184.215.14/a")
+    target = bulkhead.target_key(endpoint["id"], None)
+
+    def known_fast() -> bool:
+        with app.app_context():
+            return bool(get_redis().exists(f"webhooks:fast:{target}"))
+
+    def answer_fast() -> None:
+        with app.app_context():
+            assert bulkhead.acquire(target, "job-1", timeout=1)
+            bulkhead.release(target, "job-1", fast=True)
+
+    answer_fast()
+    assert known_fast()
+    response = client.patch(
+        f"/api/v1/webhook-endpoints/{endpoint['id']}", json={"description": "x"}
+    )
+    assert response.status_code == 200
+    assert known_fast()  # the same receiver
+    response = client.patch(
+        f"/api/v1/webhook-endpoints/{endpoint['id']}", json={"url": "http://93.184.215.14/b"}
+    )
+    assert response.status_code == 200
+    assert not known_fast()
+
+    answer_fast()
+    assert client.delete(f"/api/v1/webhook-endpoints/{endpoint['id']}").status_code == 204
+    assert not known_fast()

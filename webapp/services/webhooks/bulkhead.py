@@ -115,6 +115,15 @@ def release(target: str, job_id: str, *, fast: bool | None) -> list[tuple[int, s
     return [_parse(entry) for entry in woken]
 
 
+def forget(target: str) -> None:
+    """Forget that `target` answered quickly: its URL changed, or it was deleted (and SQLite
+    may give its id to the next endpoint created). It starts again with one slot."""
+    try:
+        get_redis().delete(f"webhooks:fast:{target}")
+    except redis.RedisError:
+        log.warning("bulkhead: Redis unreachable; %s stays known fast until FAST_TTL", target)
+
+
 def line_entry(delivery_id: int, job_id: str) -> str:
     return f"{delivery_id} {job_id}"
 

@@ -27,8 +27,8 @@ from webapp.models.accounts import new_signing_secret
 from webapp.models.base import isoformat, utcnow
 from webapp.services import audit
 from webapp.services.audit import Action
+from webapp.services.webhooks import bulkhead, events
 from webapp.services.webhooks import delivery as deliveries
-from webapp.services.webhooks import events
 from webapp.services.webhooks.url_guard import AddressGuard, validate_url
 
 ROTATION_GRACE = timedelta(hours=24)
@@ -266,6 +266,8 @@ def update_endpoint(endpoint: WebhookEndpoint, body: dict, actor: User) -> Webho
                 endpoint, f"Disabled by {actor.email} on {deliveries.when(utcnow())}."
             )
     db.session.commit()
+    if "url" in changed:
+        bulkhead.forget(bulkhead.target_key(endpoint.id, None))  # another receiver now
     if changed:
         _audit(Action.WEBHOOK_ENDPOINT_UPDATED, actor, endpoint, {"changed": changed})
     return endpoint
@@ -276,6 +278,7 @@ def delete_endpoint(endpoint: WebhookEndpoint, actor: User) -> None:
     endpoint_id, url = endpoint.id, endpoint.url
     db.session.delete(endpoint)
     db.session.commit()
+    bulkhead.forget(bulkhead.target_key(endpoint_id, None))
     audit.record(
         Action.WEBHOOK_ENDPOINT_DELETED,
         actor=actor,
@@ -374,6 +377,7 @@ def register_callback(assessment: Assessment, url: object, actor: User) -> Asses
     callback.disabled_at = None
     callback.disabled_reason = None
     db.session.commit()
+    bulkhead.forget(bulkhead.target_key(None, callback.id))  # maybe another receiver now
     audit.record(
         Action.ASSESSMENT_CALLBACK_REGISTERED,
         actor=actor,
