@@ -137,3 +137,53 @@ def test_an_endpoint_known_fast_starts_over_when_its_url_changes_or_it_is_delete
     answer_fast()
     assert client.delete(f"/api/v1/webhook-endpoints/{endpoint['id']}").status_code == 204
     assert not known_fast()
+
+
+def test_one_transactions_fan_out_is_one_job_and_a_hanging_target_in_it_delays_no_other(
+    webhook_site, receivers, tokens
+):
+    """An event to three endpoints is one RQ job (read and recorded in one transaction each);
+    its requests go out side by side, so the one that hangs holds up neither of the others,
+    even with a single worker."""
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+    from sqlalchemy import select
+
+    from webapp.extensions import db
+    from webapp.models import Delivery, DeliveryStatus, EventType
+    from webapp.queues import WEBHOOKS_QUEUE, get_redis
+    from webapp.services.webhooks import events
+
+    hanging = receivers(default=Answer(200, delay=5))  # past the 1 s timeout
+    first, second = receivers(), receivers()
+    site = webhook_site(workers=1)
+    admin = site.client(tokens["admin"])
+    for receiver in (hanging, first, second):
+        add_endpoint(admin, receiver.url)
+
+    with site.app.app_context():
+        event = events.emit(EventType.WEBHOOK_TEST, {"n": 1})
+        db.session.commit()
+        emitted = time.monotonic()
+        event_id = event.id
+        db.session.remove()
+    arrivals = [r.wait_for(1, timeout=10)[0].at - emitted for r in (first, second)]
+    assert max(arrivals) < 0.8, arrivals  # not behind the hanging one's 1 s
+
+    with site.app.app_context():
+        deadline = time.monotonic() + 15
+        while True:
+            rows = db.session.scalars(select(Delivery).where(Delivery.event_id == event_id)).all()
+            states = sorted(str(d.status) for d in rows)
+            db.session.rollback()
+            if DeliveryStatus.PENDING not in states or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert states == sorted(
+            [str(DeliveryStatus.SUCCEEDED)] * 2 + [str(DeliveryStatus.RETRYING)]
+        ), states
+        finished = FinishedJobRegistry(WEBHOOKS_QUEUE, connection=get_redis()).get_job_ids()
+        jobs = [Queue(WEBHOOKS_QUEUE, connection=get_redis()).fetch_job(j) for j in finished]
+        fan_outs = [j for j in jobs if j is not None and j.func_name == events.DELIVER_ALL_JOB]
+        assert len(fan_outs) == 1
+        assert sorted(fan_outs[0].args[0]) == sorted(d.id for d in rows)

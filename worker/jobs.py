@@ -55,3 +55,14 @@ def deliver(delivery_id: int) -> None:
 
     job = get_current_job()
     attempt(delivery_id, job.id if job else None)
+
+
+@in_session
+def deliver_all(delivery_ids: list[int]) -> None:
+    """One attempt of each of these webhook deliveries (one transaction's fan-out), side by side."""
+    from rq import get_current_job
+
+    from webapp.services.webhooks.delivery import attempt_all
+
+    job = get_current_job()
+    attempt_all(delivery_ids, job.id if job else None)

@@ -7,10 +7,14 @@ the request is in flight.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import logging
+import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -51,6 +55,7 @@ from webapp.services.webhooks.url_guard import (
 log = logging.getLogger(__name__)
 
 RESPONSE_BODY_LIMIT = 4096
+SEND_THREADS = 8  # a job's requests to different targets go out side by side
 JITTER = 0.2  # each scheduled delay is scaled by a random factor in [0.8, 1.2]
 RETRY_AFTER_CAP = 24 * 3600  # a receiver's Retry-After is honoured up to a day
 # A pending delivery whose job is missing this long after it was due is re-enqueued.
@@ -185,79 +190,176 @@ def _reason(exc: BaseException) -> str:
     return text[:500]
 
 
-# --- one attempt of a delivery ------------------------------------------------------------------
+# --- attempts: one per delivery a job owns -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A delivery about to be attempted: everything the request needs, read in one query."""
+
+    delivery_id: int
+    job_id: str | None
+    trigger: AttemptTrigger
+    slot: str
+    url: str
+    body: bytes
+    webhook_id: str
+    keys: list[str]
 
 
 def attempt(delivery_id: int, job_id: str | None) -> None:
-    """Make one attempt of a delivery, if `job_id` still owns it; schedule a retry on failure.
+    """Make one attempt of a delivery, if `job_id` still owns it; schedule a retry on failure."""
+    attempt_all([delivery_id], job_id)
 
-    The attempt first takes a slot of its target (see `bulkhead`); when the target's slots are
-    taken the delivery is deferred instead (a fresh job id, in the target's line), with no
-    attempt counted.
+
+def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
+    """Make one attempt of each of these deliveries that `job_id` still owns.
+
+    The deliveries one transaction created share a job (events.enqueue_after_commit): they are
+    read in one query, sent side by side (one thread per target, so a hanging receiver holds up
+    no other), and recorded in one transaction. Each attempt first takes a slot of its target
+    (see `bulkhead`); when the target's slots are taken the delivery is deferred instead (a
+    fresh job id, in the target's line), with no attempt counted.
     """
     config = current_app.config
-    delivery = _load(delivery_id)
-    if delivery is None:
-        log.info("delivery %s no longer exists; nothing to send", delivery_id)
-        return
-    if job_id is not None and delivery.job_id != job_id:
-        log.info("job %s is stale for delivery %s; skipping", job_id, delivery_id)
-        return
-    trigger = AttemptTrigger(delivery.next_trigger)
-    target = delivery.endpoint or delivery.callback
-    if trigger == AttemptTrigger.SCHEDULED and not target.enabled:
-        _set_status(delivery, DeliveryStatus.SKIPPED, events.SKIPPED_WHILE_DISABLED)
-        db.session.commit()
-        return
     timeout = config["WEBHOOK_TIMEOUT"]
-    slot = bulkhead.target_key(delivery.endpoint_id, delivery.callback_id)
-    if job_id is not None and not bulkhead.acquire(slot, job_id, timeout):
-        job_id = _defer(delivery, slot, timeout)
-        if job_id is None:
-            return
-    url, keys = target.url, signing_keys(delivery)
-    body, webhook_id = delivery.event.body, delivery.event.webhook_id
-    db.session.commit()  # end the read transaction: nothing is held while the request is out
-    headers = signing.headers(body, webhook_id=webhook_id, timestamp=int(time.time()), keys=keys)
     guard = _guard(tuple(config["WEBHOOK_ALLOWED_CIDRS"]))
+    groups: dict[str, list[Planned]] = {}
+    for planned in _plan(delivery_ids, job_id):
+        groups.setdefault(planned.slot, []).append(planned)
+    app = current_app._get_current_object()
+    done: list[tuple[Planned, Outcome | None]] = []
+    failure = None
+    if len(groups) <= 1:
+        for group in groups.values():
+            done += _attempt_group(None, group, timeout, guard)  # in this thread and context
+    else:
+        futures = [_pool().submit(_attempt_group, app, g, timeout, guard) for g in groups.values()]
+        for future in futures:
+            try:
+                done += future.result()
+            except Exception as exc:  # record what was sent before failing the job
+                failure = failure or exc
+    sent = []
+    for planned, outcome in done:
+        if outcome is None:  # its target's slots were taken: it waits in line, or goes now
+            fresh = _defer(planned, timeout)
+            if fresh is None:
+                continue
+            planned = dataclasses.replace(planned, job_id=fresh)
+            outcome = _send_in_slot(planned, timeout, guard)
+        sent.append((planned, outcome))
+    record_all(sent)
+    if failure is not None:
+        raise failure
+
+
+def _plan(delivery_ids: list[int], job_id: str | None) -> list[Planned]:
+    """Read the deliveries with their events and targets (one query); skip those another job
+    owns now, and those whose target was disabled; end the read transaction."""
+    rows = db.session.scalars(
+        select(Delivery)
+        .where(Delivery.id.in_(delivery_ids))
+        .options(
+            joinedload(Delivery.endpoint),
+            joinedload(Delivery.callback),
+            joinedload(Delivery.event),
+        )
+        .order_by(Delivery.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    found = {delivery.id for delivery in rows}
+    for missing in sorted(set(delivery_ids) - found):
+        log.info("delivery %s no longer exists; nothing to send", missing)
+    planned = []
+    for delivery in rows:
+        if job_id is not None and delivery.job_id != job_id:
+            log.info("job %s is stale for delivery %s; skipping", job_id, delivery.id)
+            continue
+        trigger = AttemptTrigger(delivery.next_trigger)
+        target = delivery.endpoint or delivery.callback
+        if trigger == AttemptTrigger.SCHEDULED and not target.enabled:
+            _set_status(delivery, DeliveryStatus.SKIPPED, events.SKIPPED_WHILE_DISABLED)
+            continue
+        planned.append(
+            Planned(
+                delivery_id=delivery.id,
+                job_id=job_id,
+                trigger=trigger,
+                slot=bulkhead.target_key(delivery.endpoint_id, delivery.callback_id),
+                url=target.url,
+                body=delivery.event.body,
+                webhook_id=delivery.event.webhook_id,
+                keys=signing_keys(delivery),
+            )
+        )
+    db.session.commit()  # end the read transaction: nothing is held while requests are out
+    return planned
+
+
+def _attempt_group(app, group: list[Planned], timeout: float, guard: AddressGuard):
+    """One target's deliveries of a job, one after another: (planned, outcome), the outcome None
+    for a delivery whose target had no free slot. `app`: push its context (another thread)."""
+    with app.app_context() if app is not None else contextlib.nullcontext():
+        out = []
+        for planned in group:
+            if planned.job_id is not None and not bulkhead.acquire(
+                planned.slot, planned.job_id, timeout
+            ):
+                out.append((planned, None))
+                continue
+            out.append((planned, _send_in_slot(planned, timeout, guard)))
+        return out
+
+
+def _send_in_slot(planned: Planned, timeout: float, guard: AddressGuard) -> Outcome:
+    """Sign and send (the slot is taken), then free the slot and wake who waits for it."""
+    headers = signing.headers(
+        planned.body, webhook_id=planned.webhook_id, timestamp=int(time.time()), keys=planned.keys
+    )
     outcome = None
     try:
-        outcome = send(url, body, headers, timeout=timeout, guard=guard)
+        outcome = send(planned.url, planned.body, headers, timeout=timeout, guard=guard)
     finally:
-        if job_id is not None:
+        if planned.job_id is not None:
             fast = None
             if outcome is not None:
                 quick = outcome.duration_ms <= bulkhead.fast_threshold(timeout) * 1000
                 fast = outcome.succeeded and quick
-            woken = bulkhead.release(slot, job_id, fast=fast)
+            woken = bulkhead.release(planned.slot, planned.job_id, fast=fast)
             if woken:
                 events.enqueue_jobs([(d, j, None) for d, j in woken])
-    record(delivery_id, job_id, trigger, outcome)
+    return outcome
 
 
-def _load(delivery_id: int) -> Delivery | None:
-    """The delivery with its event and target, in one query."""
-    return db.session.scalar(
-        select(Delivery)
-        .where(Delivery.id == delivery_id)
-        .options(joinedload(Delivery.endpoint), joinedload(Delivery.callback))
-        .execution_options(populate_existing=True)
-    )
+_executor: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _defer(delivery: Delivery, slot: str, timeout: float) -> str | None:
+def _pool() -> ThreadPoolExecutor:
+    """This process's sending threads (a forked child makes its own)."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():
+        _executor = (os.getpid(), ThreadPoolExecutor(SEND_THREADS, "webhook-send"))
+    return _executor[1]
+
+
+def _defer(planned: Planned, timeout: float) -> str | None:
     """Put the delivery in its target's line under a fresh job id (no attempt counted).
 
     The fresh id is committed before the delivery joins the line, so the job that wakes it owns
     it. Returns that id when a slot came free meanwhile (the caller attempts now), else None.
     """
+    delivery = db.session.get(Delivery, planned.delivery_id, populate_existing=True)
+    if delivery is None or (planned.job_id is not None and delivery.job_id != planned.job_id):
+        db.session.commit()
+        return None  # deleted, or another job owns it now
     fresh = events.new_job_id(delivery)
     delivery.job_id = fresh
     db.session.commit()
     entry = bulkhead.line_entry(delivery.id, fresh)
-    if bulkhead.acquire(slot, fresh, timeout, line_entry=entry):
+    if bulkhead.acquire(planned.slot, fresh, timeout, line_entry=entry):
         return fresh
-    log.info("delivery %s deferred: %s is busy (%s)", delivery.id, slot, fresh)
+    log.info("delivery %s deferred: %s is busy (%s)", delivery.id, planned.slot, fresh)
     return None
 
 
@@ -275,18 +377,29 @@ def signing_keys(delivery: Delivery) -> list[str]:
     return [assessment.user.signing_secret]
 
 
-def record(delivery_id: int, job_id: str | None, trigger: AttemptTrigger, outcome: Outcome) -> None:
-    """Log the attempt, then settle the delivery: succeeded, retrying (scheduled) or failed."""
+def record_all(attempts: list[tuple[Planned, Outcome]]) -> None:
+    """Log each attempt, then settle its delivery: succeeded, retrying (scheduled) or failed;
+    all in one transaction."""
+    if not attempts:
+        return
     config = current_app.config
-    delivery = db.session.scalar(
+    rows = db.session.scalars(
         select(Delivery)
-        .where(Delivery.id == delivery_id)
+        .where(Delivery.id.in_([planned.delivery_id for planned, _ in attempts]))
         .options(joinedload(Delivery.endpoint))
+        .order_by(Delivery.id)
         .with_for_update(of=Delivery)
         .execution_options(populate_existing=True)
-    )
-    if delivery is None:
-        return  # deleted with its endpoint while the request was out
+    ).all()
+    by_id = {delivery.id: delivery for delivery in rows}
+    for planned, outcome in attempts:
+        delivery = by_id.get(planned.delivery_id)
+        if delivery is not None:  # else deleted with its endpoint while the request was out
+            _settle(delivery, planned.job_id, planned.trigger, outcome, config)
+    db.session.commit()
+
+
+def _settle(delivery: Delivery, job_id, trigger: AttemptTrigger, outcome: Outcome, config) -> None:
     delivery.attempt_count += 1
     entry = Attempt(
         delivery_id=delivery.id,
@@ -325,7 +438,6 @@ def record(delivery_id: int, job_id: str | None, trigger: AttemptTrigger, outcom
             _set_status(delivery, DeliveryStatus.RETRYING, delivery.last_error)
         else:
             _set_status(delivery, DeliveryStatus.FAILED, delivery.last_error)
-    db.session.commit()
 
 
 def retry_delay(scheduled: float, retry_after: float | None) -> float:

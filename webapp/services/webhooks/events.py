@@ -44,9 +44,13 @@ from webapp.services.webhooks.signing import new_webhook_id
 log = logging.getLogger(__name__)
 
 DELIVER_JOB = "worker.jobs.deliver"
+DELIVER_ALL_JOB = "worker.jobs.deliver_all"
+# Deliveries one transaction makes due now share a job, up to this many (see enqueue_after_commit).
+BATCH_MAX = 16
 SKIPPED_WHILE_DISABLED = "The endpoint was disabled when this event happened; recover sends it."
 # session.info key: (delivery id, job id, when to run or None for now) to enqueue after commit.
 _OUTBOX = "webhooks.outbox"
+_BATCH = "webhooks.batch"  # session.info: [job id, deliveries in it] of this transaction's batch
 
 _ASSESSMENT_EVENTS = {
     AssessmentStatus.PROCESSING: EventType.ASSESSMENT_STARTED,
@@ -273,20 +277,29 @@ def enqueue_after_commit(
     delay: float | None = None,
     trigger: AttemptTrigger = AttemptTrigger.SCHEDULED,
 ) -> None:
-    """Give the delivery a fresh job id and enqueue that job once this transaction commits.
+    """Give the delivery a job id and enqueue that job once this transaction commits.
 
-    With a delay the job goes to RQ's scheduler, at the next whole second at or after the delay
-    (RQ schedules in whole seconds; rounding up means a Retry-After is never cut short). A job
-    whose id is no longer the delivery's does nothing, so an older job still queued (or
-    scheduled) for the same delivery is harmless.
+    Deliveries due now share a job with the others this transaction makes due now (up to
+    BATCH_MAX): an event's fan-out to every endpoint is one job, read and recorded in one
+    transaction each, its requests sent side by side (delivery.attempt_all). With a delay the
+    delivery gets a job of its own on RQ's scheduler, at the next whole second at or after the
+    delay (RQ schedules in whole seconds; rounding up means a Retry-After is never cut short).
+    A job whose id is no longer the delivery's leaves it alone, so an older job still queued
+    (or scheduled) for the same delivery is harmless.
     """
-    delivery.job_id = new_job_id(delivery)
     delivery.next_trigger = trigger
     run_at = None
     if delay:
         run_at = utcnow() + timedelta(seconds=delay)
         if run_at.microsecond:
             run_at = run_at.replace(microsecond=0) + timedelta(seconds=1)
+        delivery.job_id = new_job_id(delivery)
+    else:
+        batch = db.session.info.get(_BATCH)
+        if batch is None or batch[1] >= BATCH_MAX:
+            batch = db.session.info[_BATCH] = [f"deliveries-{secrets.token_hex(6)}", 0]
+        batch[1] += 1
+        delivery.job_id = batch[0]
     delivery.next_attempt_at = run_at or utcnow()
     db.session.info.setdefault(_OUTBOX, []).append((delivery.id, delivery.job_id, run_at))
 
@@ -299,6 +312,7 @@ def new_job_id(delivery: Delivery) -> str:
 @event.listens_for(Session, "after_commit")
 def _relay(session: Session) -> None:
     """Enqueue the jobs of the deliveries this transaction wrote."""
+    session.info.pop(_BATCH, None)
     items = session.info.pop(_OUTBOX, None)
     if items:
         enqueue_jobs(items)
@@ -309,23 +323,30 @@ def _discard(session: Session, previous_transaction) -> None:
     """A rolled-back transaction wrote no deliveries, so it enqueues none."""
     if previous_transaction.parent is None:
         session.info.pop(_OUTBOX, None)
+        session.info.pop(_BATCH, None)
 
 
 def enqueue_jobs(items: list[tuple[int, str, datetime | None]]) -> bool:
     """Put delivery jobs on the `webhooks` queue, now or at their time; False if Redis is down.
 
-    Never raises: the rows are committed, so a failure here only delays them until the watchdog.
+    Items sharing a job id are one job (`deliver_all`). Never raises: the rows are committed,
+    so a failure here only delays them until the watchdog.
     """
     config = current_app.config
-    job_timeout = int(config["WEBHOOK_TIMEOUT"] * 3) + 30
+    jobs: dict[str, tuple[list[int], datetime | None]] = {}
+    for delivery_id, job_id, run_at in items:
+        jobs.setdefault(job_id, ([], run_at))[0].append(delivery_id)
     try:
         queue = get_queue(WEBHOOKS_QUEUE)
-        for delivery_id, job_id, run_at in items:
+        for job_id, (ids, run_at) in jobs.items():
+            # Each delivery may take the whole timeout (connect + read) a few times over.
+            job_timeout = int(config["WEBHOOK_TIMEOUT"] * 3) * len(ids) + 30
             options = {"job_id": job_id, "job_timeout": job_timeout, "result_ttl": 600}
+            call = (DELIVER_JOB, ids[0]) if len(ids) == 1 else (DELIVER_ALL_JOB, ids)
             if run_at is not None:
-                queue.enqueue_at(run_at, DELIVER_JOB, delivery_id, **options)
+                queue.enqueue_at(run_at, *call, **options)
             else:
-                queue.enqueue(DELIVER_JOB, delivery_id, **options)
+                queue.enqueue(*call, **options)
     except redis.RedisError as exc:
         log.warning(
             "Redis unreachable (%s); %d webhook deliveries wait for the watchdog", exc, len(items)
