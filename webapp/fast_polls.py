@@ -14,6 +14,7 @@ over the limit, Redis down) returns None, and the request takes the ordinary pat
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from functools import lru_cache
@@ -21,7 +22,10 @@ from functools import lru_cache
 import redis
 from flask import Flask, current_app, g, request, session
 from flask_limiter import Limiter
+from itsdangerous import BadSignature
 from limits import parse_many
+from werkzeug.http import parse_cookie, parse_etags, quote_etag
+from werkzeug.wrappers import Response
 
 from webapp.auth import bearer_token_hash, token_cache_key
 from webapp.near_cache import Entry, near_cache
@@ -34,6 +38,7 @@ ENDPOINTS = {"api.status": STATUS, "progress.live": PARTIAL}
 
 def init_app(app: Flask) -> None:
     """Register the hooks; call before the rate limiter's init so this runs ahead of it."""
+    app.wsgi_app = PollShortcut(app, app.wsgi_app)
     app.before_request(answer_from_cache)
 
     @app.teardown_request
@@ -91,6 +96,108 @@ def answer_from_cache():
         if token_hash is not None:
             near.put_token(ticket, token_hash, owner)
     return _respond(kind, content, etag, finished)
+
+
+STATUS_PATH = re.compile(r"/api/v1/assessments/([1-9][0-9]{0,9})/status")
+PARTIAL_PATH = re.compile(r"/assessments/([1-9][0-9]{0,9})/progress/live")
+
+
+class PollShortcut:
+    """WSGI middleware: a poll this process's near cache can answer, answered before Flask
+    builds a request at all.
+
+    It serves exactly what `answer_from_cache` would from memory (the same entry, the same
+    owner check: the bearer token's account, or the session cookie's user for the partial; the
+    same batched count in the poll bucket) with the same headers as `status_response` and
+    `partial_response`. Anything else (a query string, another method, a miss, a token or
+    cookie this process can't vouch for, near the limit) goes to the app unchanged.
+    """
+
+    MAX_SESSIONS = 10000
+
+    def __init__(self, app: Flask, wsgi_app) -> None:
+        from webapp.api.assessments import POLL_INTERVAL_SECONDS
+        from webapp.views.presentation import STOP_POLLING
+
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.retry_after = str(POLL_INTERVAL_SECONDS)
+        self.stop_polling = Response(status=STOP_POLLING).status
+        self._sessions: dict[str, str | None] = {}  # session cookie -> its user id
+
+    def __call__(self, environ, start_response):
+        answer = None
+        if environ["REQUEST_METHOD"] == "GET" and not environ.get("QUERY_STRING"):
+            answer = self._answer(environ)
+        if answer is None:
+            return self.wsgi_app(environ, start_response)
+        status, headers, body = answer
+        start_response(status, headers)
+        return [body]
+
+    def _answer(self, environ):
+        near = self.app.extensions.get("near_cache")
+        path = environ.get("PATH_INFO", "")
+        if near is None:
+            return None
+        if match := STATUS_PATH.fullmatch(path):
+            token_hash = bearer_token_hash(environ.get("HTTP_AUTHORIZATION", ""))
+            entry = near.get(STATUS, int(match[1])) if token_hash is not None else None
+            if entry is None or near.account_of(token_hash) != entry.owner:
+                return None
+            with self.app.app_context():
+                if not poll_counter(self.app).count(entry.owner):
+                    return None
+            return self._status(entry, environ)
+        if (match := PARTIAL_PATH.fullmatch(path)) and environ.get("HTTP_HX_REQUEST"):
+            entry = near.get(PARTIAL, int(match[1]))
+            if entry is None or self._session_user(environ) != str(entry.owner):
+                return None
+            body = entry.content.encode()
+            headers = [
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("Vary", "Cookie"),
+            ]
+            return (self.stop_polling if entry.finished else "200 OK"), headers, body
+        return None
+
+    def _status(self, entry: Entry, environ):
+        headers = [
+            ("ETag", quote_etag(entry.etag)),
+            ("Cache-Control", "private, no-cache"),
+            ("Vary", "Cookie"),
+        ]
+        if not entry.finished:
+            headers.append(("Retry-After", self.retry_after))
+        if entry.etag in parse_etags(environ.get("HTTP_IF_NONE_MATCH")):
+            return "304 NOT MODIFIED", headers, b""
+        body = entry.content.encode()
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        return "200 OK", headers, body
+
+    def _session_user(self, environ) -> str | None:
+        """The user id in the request's session cookie, read as Flask reads it (signature and
+        age checked); remembered per cookie value, which only its own signature can vouch for."""
+        name = self.app.config["SESSION_COOKIE_NAME"]
+        cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(name)
+        if not cookie:
+            return None
+        if cookie in self._sessions:
+            return self._sessions[cookie]
+        serializer = self.app.session_interface.get_signing_serializer(self.app)
+        if serializer is None:
+            return None
+        try:
+            max_age = int(self.app.permanent_session_lifetime.total_seconds())
+            user = serializer.loads(cookie, max_age=max_age).get("_user_id")
+        except BadSignature:
+            return None  # not remembered: the app answers (and refuses) it
+        if len(self._sessions) >= self.MAX_SESSIONS:
+            self._sessions.clear()
+        self._sessions[cookie] = user
+        return user
 
 
 def remember(kind: str, assessment_id: int, version: int | None, owner: int, *,

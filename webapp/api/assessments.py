@@ -99,6 +99,7 @@ def status_response(text: str, etag: str, finished: bool) -> Response:
         response = current_app.response_class(text, mimetype="application/json")
     response.set_etag(etag)
     response.headers["Cache-Control"] = "private, no-cache"
+    response.vary.add("Cookie")  # a browser's session answers too, whichever path served it
     if not finished:
         response.headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
     return response
