@@ -49,6 +49,24 @@ if ARGV[5] ~= '' then
 end
 return 0
 """
+# KEYS: inflight and fast key of each target. ARGV: now, lease end, job id, fast limit.
+# Takes a slot of each target that has one free; returns 1 (taken) or 0 per target.
+_ACQUIRE_ALL = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[1])
+  local limit = 1
+  if redis.call('EXISTS', KEYS[i + 1]) == 1 then limit = tonumber(ARGV[4]) end
+  if redis.call('ZCARD', KEYS[i]) < limit then
+    redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3])
+    redis.call('EXPIREAT', KEYS[i], math.ceil(tonumber(ARGV[2])))
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
 # KEYS: inflight, fast, line, deferred. ARGV: now, job id ("" to free nothing), fast limit,
 # how the target answered ("fast", "slow" or ""), fast TTL. Frees the job's slot and returns
 # the line entries that may now go (one per free slot).
@@ -90,14 +108,40 @@ def acquire(target: str, job_id: str, timeout: float, *, line_entry: str = "") -
     """
     now = time.time()
     try:
-        taken = get_redis().eval(
-            _ACQUIRE, 4, *_keys(target),
-            now, now + timeout + LEASE_MARGIN, job_id, FAST_IN_FLIGHT, line_entry, LINE_TTL,
-        )  # fmt: skip
+        taken = _script(_ACQUIRE)(
+            keys=_keys(target),
+            args=[now, now + timeout + LEASE_MARGIN, job_id, FAST_IN_FLIGHT, line_entry, LINE_TTL],
+        )
     except redis.RedisError:
         log.warning("bulkhead: Redis unreachable; attempting %s without a slot", job_id)
         return True
     return bool(taken)
+
+
+def acquire_all(targets: list[str], job_id: str, timeout: float) -> list[bool]:
+    """Take a slot of each target for `job_id`, in one round trip: True where one was free.
+
+    Fails open, as `acquire` does.
+    """
+    now = time.time()
+    keys = [key for target in targets for key in _keys(target)[:2]]
+    try:
+        taken = _script(_ACQUIRE_ALL)(
+            keys=keys, args=[now, now + timeout + LEASE_MARGIN, job_id, FAST_IN_FLIGHT]
+        )
+    except redis.RedisError:
+        log.warning("bulkhead: Redis unreachable; attempting %s without slots", job_id)
+        return [True] * len(targets)
+    return [bool(flag) for flag in taken]
+
+
+def _script(source: str):
+    """The script, registered on this process's client (EVALSHA after the first call)."""
+    client = get_redis()
+    scripts = client.__dict__.setdefault("_scoreline_bulkhead_scripts", {})
+    if source not in scripts:
+        scripts[source] = client.register_script(source)
+    return scripts[source]
 
 
 def release(target: str, job_id: str, *, fast: bool | None) -> list[tuple[int, str]]:
@@ -106,8 +150,8 @@ def release(target: str, job_id: str, *, fast: bool | None) -> list[tuple[int, s
     keys = _keys(target)
     try:
         answered = {True: "fast", False: "slow", None: ""}[fast]
-        woken = get_redis().eval(
-            _RELEASE, 4, *keys, time.time(), job_id, FAST_IN_FLIGHT, answered, FAST_TTL
+        woken = _script(_RELEASE)(
+            keys=keys, args=[time.time(), job_id, FAST_IN_FLIGHT, answered, FAST_TTL]
         )
     except redis.RedisError:
         log.warning("bulkhead: Redis unreachable; the line of %s waits for the watchdog", target)

@@ -1,8 +1,9 @@
-"""Delivering: one attempt per job, its log, the retry schedule, auto-disable, redeliver, recover.
+"""Delivering: attempts, their log, the retry schedule, auto-disable, redeliver, recover.
 
-A delivery job makes exactly one HTTP attempt and never sleeps: on failure it schedules the next
-attempt with RQ's scheduler (`enqueue_at`) and ends. No database transaction stays open while
-the request is in flight.
+A delivery job makes exactly one HTTP attempt per delivery it owns (an event's fan-out to every
+endpoint is one job) and never sleeps: a failed delivery gets its next attempt scheduled with
+RQ's scheduler (`enqueue_at`), in a job of its own. No database transaction stays open while
+requests are in flight.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import urllib3
 from flask import current_app
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
 from webapp.extensions import db
@@ -227,47 +228,63 @@ def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
     groups: dict[str, list[Planned]] = {}
     for planned in _plan(delivery_ids, job_id):
         groups.setdefault(planned.slot, []).append(planned)
+    waiting: list[Planned] = []  # their target's slots were all taken
+    if job_id is not None and groups:
+        # One slot per target for the job, all asked for in one round trip.
+        granted = bulkhead.acquire_all(list(groups), job_id, timeout)
+        for slot in [slot for slot, ok in zip(list(groups), granted, strict=True) if not ok]:
+            waiting += groups.pop(slot)
     app = current_app._get_current_object()
-    done: list[tuple[Planned, Outcome | None]] = []
+    sent: list[tuple[Planned, Outcome]] = []
     failure = None
     if len(groups) <= 1:
         for group in groups.values():
-            done += _attempt_group(None, group, timeout, guard)  # in this thread and context
+            sent += _attempt_group(None, group, timeout, guard)  # in this thread and context
     else:
         futures = [_pool().submit(_attempt_group, app, g, timeout, guard) for g in groups.values()]
         for future in futures:
             try:
-                done += future.result()
+                sent += future.result()
             except Exception as exc:  # record what was sent before failing the job
                 failure = failure or exc
-    sent = []
-    for planned, outcome in done:
-        if outcome is None:  # its target's slots were taken: it waits in line, or goes now
-            fresh = _defer(planned, timeout)
-            if fresh is None:
-                continue
-            planned = dataclasses.replace(planned, job_id=fresh)
-            outcome = _send_in_slot(planned, timeout, guard)
-        sent.append((planned, outcome))
+    for planned in waiting:  # in the target's line, or now if a slot came free meanwhile
+        fresh = _defer(planned, timeout)
+        if fresh is not None:
+            sent += _attempt_group(
+                None, [dataclasses.replace(planned, job_id=fresh)], timeout, guard
+            )
     record_all(sent)
     if failure is not None:
         raise failure
 
 
+# Built once: a job runs them for every delivery, and building the statement costs more than
+# its cached compilation.
+_PLAN = (
+    select(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .options(
+        joinedload(Delivery.endpoint),
+        joinedload(Delivery.callback),
+        joinedload(Delivery.event),
+    )
+    .order_by(Delivery.id)
+    .execution_options(populate_existing=True)
+)
+_RECORD = (
+    select(Delivery)
+    .where(Delivery.id.in_(bindparam("ids", expanding=True)))
+    .options(joinedload(Delivery.endpoint))
+    .order_by(Delivery.id)
+    .with_for_update(of=Delivery)
+    .execution_options(populate_existing=True)
+)
+
+
 def _plan(delivery_ids: list[int], job_id: str | None) -> list[Planned]:
     """Read the deliveries with their events and targets (one query); skip those another job
     owns now, and those whose target was disabled; end the read transaction."""
-    rows = db.session.scalars(
-        select(Delivery)
-        .where(Delivery.id.in_(delivery_ids))
-        .options(
-            joinedload(Delivery.endpoint),
-            joinedload(Delivery.callback),
-            joinedload(Delivery.event),
-        )
-        .order_by(Delivery.id)
-        .execution_options(populate_existing=True)
-    ).all()
+    rows = db.session.scalars(_PLAN, {"ids": delivery_ids}).all()
     found = {delivery.id for delivery in rows}
     for missing in sorted(set(delivery_ids) - found):
         log.info("delivery %s no longer exists; nothing to send", missing)
@@ -298,38 +315,32 @@ def _plan(delivery_ids: list[int], job_id: str | None) -> list[Planned]:
 
 
 def _attempt_group(app, group: list[Planned], timeout: float, guard: AddressGuard):
-    """One target's deliveries of a job, one after another: (planned, outcome), the outcome None
-    for a delivery whose target had no free slot. `app`: push its context (another thread)."""
+    """One target's deliveries of a job, one after another in the slot the job holds; then
+    the slot is freed and whoever waits for it woken. `app`: push its context (another thread).
+    Returns (planned, outcome) of each."""
     with app.app_context() if app is not None else contextlib.nullcontext():
-        out = []
-        for planned in group:
-            if planned.job_id is not None and not bulkhead.acquire(
-                planned.slot, planned.job_id, timeout
-            ):
-                out.append((planned, None))
-                continue
-            out.append((planned, _send_in_slot(planned, timeout, guard)))
+        out: list[tuple[Planned, Outcome]] = []
+        try:
+            for planned in group:
+                headers = signing.headers(
+                    planned.body,
+                    webhook_id=planned.webhook_id,
+                    timestamp=int(time.time()),
+                    keys=planned.keys,
+                )
+                outcome = send(planned.url, planned.body, headers, timeout=timeout, guard=guard)
+                out.append((planned, outcome))
+        finally:
+            first = group[0]
+            if first.job_id is not None:
+                fast = None  # unknown, if the group did not get through
+                if len(out) == len(group):
+                    limit = bulkhead.fast_threshold(timeout) * 1000
+                    fast = all(o.succeeded and o.duration_ms <= limit for _, o in out)
+                woken = bulkhead.release(first.slot, first.job_id, fast=fast)
+                if woken:
+                    events.enqueue_jobs([(d, j, None) for d, j in woken])
         return out
-
-
-def _send_in_slot(planned: Planned, timeout: float, guard: AddressGuard) -> Outcome:
-    """Sign and send (the slot is taken), then free the slot and wake who waits for it."""
-    headers = signing.headers(
-        planned.body, webhook_id=planned.webhook_id, timestamp=int(time.time()), keys=planned.keys
-    )
-    outcome = None
-    try:
-        outcome = send(planned.url, planned.body, headers, timeout=timeout, guard=guard)
-    finally:
-        if planned.job_id is not None:
-            fast = None
-            if outcome is not None:
-                quick = outcome.duration_ms <= bulkhead.fast_threshold(timeout) * 1000
-                fast = outcome.succeeded and quick
-            woken = bulkhead.release(planned.slot, planned.job_id, fast=fast)
-            if woken:
-                events.enqueue_jobs([(d, j, None) for d, j in woken])
-    return outcome
 
 
 _executor: tuple[int, ThreadPoolExecutor] | None = None
@@ -384,12 +395,7 @@ def record_all(attempts: list[tuple[Planned, Outcome]]) -> None:
         return
     config = current_app.config
     rows = db.session.scalars(
-        select(Delivery)
-        .where(Delivery.id.in_([planned.delivery_id for planned, _ in attempts]))
-        .options(joinedload(Delivery.endpoint))
-        .order_by(Delivery.id)
-        .with_for_update(of=Delivery)
-        .execution_options(populate_existing=True)
+        _RECORD, {"ids": [planned.delivery_id for planned, _ in attempts]}
     ).all()
     by_id = {delivery.id: delivery for delivery in rows}
     for planned, outcome in attempts:

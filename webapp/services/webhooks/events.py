@@ -341,7 +341,8 @@ def enqueue_jobs(items: list[tuple[int, str, datetime | None]]) -> bool:
         for job_id, (ids, run_at) in jobs.items():
             # Each delivery may take the whole timeout (connect + read) a few times over.
             job_timeout = int(config["WEBHOOK_TIMEOUT"] * 3) * len(ids) + 30
-            options = {"job_id": job_id, "job_timeout": job_timeout, "result_ttl": 600}
+            # No RQ result: the delivery log in the database is the record of what happened.
+            options = {"job_id": job_id, "job_timeout": job_timeout, "result_ttl": 0}
             call = (DELIVER_JOB, ids[0]) if len(ids) == 1 else (DELIVER_ALL_JOB, ids)
             if run_at is not None:
                 queue.enqueue_at(run_at, *call, **options)
