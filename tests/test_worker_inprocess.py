@@ -53,3 +53,44 @@ def test_a_delivery_runs_in_the_worker_process_with_its_heartbeat_kept(
     age = time.time() - rq_worker.last_heartbeat.timestamp()
     assert age < 2.0, f"last heartbeat {age:.1f} s ago while busy"
     assert slow.wait_for(1, timeout=10)
+
+
+def test_offline_stages_run_in_the_worker_process_and_others_fork(app, redis_url, monkeypatch):
+    """Without an OpenAI key a scoring stage is milliseconds of local work: it runs in the
+    worker's process. With a key (a stage may wait on the API for minutes), and for any other
+    job, the worker forks a horse as RQ does."""
+    from rq import Queue
+
+    from webapp.queues import get_redis
+    from worker.__main__ import ScorelineWorker, make_worker
+
+    forks = []
+    original = ScorelineWorker.fork_work_horse
+
+    def counting(self, *args, **kwargs):
+        forks.append(args[0].func_name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ScorelineWorker, "fork_work_horse", counting)
+    with app.app_context():
+        assert app.config["OPENAI_API_KEY"] == ""
+        offline = make_worker(app, name=f"offline-{time.monotonic_ns()}")
+        assert "worker.jobs.run_stage" in offline.in_process_functions
+        monkeypatch.setitem(app.config, "OPENAI_API_KEY", "sk-test")
+        online = make_worker(app, name=f"online-{time.monotonic_ns()}")
+        assert online.in_process_functions == frozenset()
+        monkeypatch.setitem(app.config, "OPENAI_API_KEY", "")
+
+        # The same job, in-process when its function is one of them, forked otherwise (on a
+        # queue of this test's own, which no other worker takes from).
+        queue = Queue(f"inprocess-{time.monotonic_ns()}", connection=get_redis())
+        for in_process, expected_forks in ((frozenset({"worker.jobs.noop"}), 0), (frozenset(), 1)):
+            worker = ScorelineWorker(
+                [queue], connection=get_redis(), name=f"w-{time.monotonic_ns()}"
+            )
+            worker.in_process_functions = in_process
+            forks.clear()
+            job = queue.enqueue("worker.jobs.noop")
+            worker.work(burst=True, with_scheduler=False)
+            assert job.get_status(refresh=True) == "finished"
+            assert len(forks) == expected_forks, forks

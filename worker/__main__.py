@@ -92,15 +92,23 @@ def warm_up(app: Flask) -> None:
     gc.freeze()
 
 
-class ScorelineWorker(Worker):
-    """RQ's forking Worker, except for webhook deliveries, and listening for SIGTERM/SIGINT from
-    before it registers in Redis.
+# Scoring stages are local work of a few milliseconds when no OpenAI key is set.
+OFFLINE_JOBS = frozenset({"worker.jobs.run_stage"})
 
-    Scoring jobs run in a forked work horse, as RQ does by default: a stage may call the OpenAI
-    API for minutes, and a horse keeps its memory and any crash away from the worker. A webhook
-    delivery is one HTTP request bounded by WEBHOOK_TIMEOUT, and a fork costs more than the
-    request itself (about 20 ms against 1), so deliveries run in this process, with RQ's own
-    job timeout (SIGALRM) and a thread keeping the heartbeats going while one runs.
+
+class ScorelineWorker(Worker):
+    """RQ's forking Worker, except for jobs known to be short, and listening for SIGTERM/SIGINT
+    from before it registers in Redis.
+
+    Jobs run in a forked work horse, as RQ does by default: a stage may call the OpenAI API for
+    minutes, and a horse keeps its memory and any crash away from the worker. Two kinds of job
+    run in this process instead, because a fork (with the reconnects and cold caches a horse
+    starts with) costs several times their own work: webhook deliveries (HTTP requests bounded
+    by WEBHOOK_TIMEOUT; a fork costs about 20 ms against 1) and, when no OPENAI_API_KEY is set,
+    scoring stages (the offline scorer, retrieval and the report: milliseconds of local work,
+    against about 50 ms in a fresh horse). They keep RQ's own job timeout (SIGALRM) and a thread
+    keeps the heartbeats going while one runs. Anything else, every stage that may call the
+    OpenAI API included, forks.
 
     RQ installs its handlers only after registering and starting its scheduler, so a SIGTERM
     sent as soon as the worker shows up in Redis (as a supervisor or a test may do) used to kill
@@ -109,9 +117,13 @@ class ScorelineWorker(Worker):
     """
 
     in_process_queues = frozenset({WEBHOOKS_QUEUE})
+    # Set per worker (work_until_stopped): the functions run here rather than in a horse.
+    in_process_functions: frozenset[str] = frozenset()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        if queue.name not in self.in_process_queues:
+        if queue.name not in self.in_process_queues and (
+            job.func_name not in self.in_process_functions
+        ):
             super().execute_job(job, queue)
             return
         self._horse_pid = 0  # no horse: a cold shutdown must not signal an old one's pid
@@ -158,6 +170,19 @@ class ScorelineWorker(Worker):
             self._stop_requested = True
 
 
+def make_worker(app: Flask, name: str | None = None) -> ScorelineWorker:
+    """A worker on every queue, configured from the app (heartbeat, what runs in-process)."""
+    worker = ScorelineWorker(
+        list(QUEUE_NAMES),
+        connection=get_redis(app),
+        name=name,
+        job_monitoring_interval=app.config["WORKER_HEARTBEAT"],
+    )
+    if not app.config["OPENAI_API_KEY"]:
+        worker.in_process_functions = OFFLINE_JOBS
+    return worker
+
+
 def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
     """Run RQ workers until one is asked to stop (SIGTERM, SIGINT) or a burst ends.
 
@@ -166,12 +191,7 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
     """
     delay = 1.0
     while True:
-        worker = ScorelineWorker(
-            list(QUEUE_NAMES),
-            connection=get_redis(app),
-            name=name,
-            job_monitoring_interval=app.config["WORKER_HEARTBEAT"],
-        )
+        worker = make_worker(app, name)
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         except redis.ConnectionError:
