@@ -2,8 +2,9 @@
 
 Throughput: stage jobs (gpt, rag, fusion) executed per second while two workers drain a backlog
 of assessments scored offline, against the same number of no-op jobs on the same workers. Both
-backlogs are queued in full while the workers are suspended, and both are timed from RQ's own
-job timestamps (first start to last end), so enqueueing and polling are not part of either.
+backlogs are queued in full while the workers are suspended, and both are timed from their own
+timestamps (stage runs', RQ's; first start to last end, jobs started after the resume), so
+enqueueing and polling are not part of either.
 
 Latency: submit to completed for one assessment on idle workers, minus the stages' own work
 (rule_score + max(gpt, rag) + fusion, from the stage runs): what queueing, job hand-over and
@@ -27,6 +28,7 @@ from bench.report import Figure
 from bench.stack import Stack
 from webapp.extensions import db
 from webapp.models import Assessment, AssessmentStatus, Operation, Stage, StageRun
+from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
 
 WORKERS = ("bench-pipeline-1", "bench-pipeline-2")
@@ -82,13 +84,21 @@ def _stage_throughput(student, count: int) -> tuple[int, float, int]:
     try:
         ids = [data.submit(student) for _ in range(count)]
     finally:
+        resumed_at = utcnow()
         resume(connection)
     _wait_for(lambda: _finished(ids), 900, f"{count} assessments to be scored", pause=0.5)
-    # The stage runs' own timestamps (RQ may expire finished jobs before a slow run ends).
+    # The stage runs' own timestamps (RQ may expire finished jobs before a slow run ends). A
+    # worker already waiting on the queue takes the first job enqueued despite the suspension
+    # (RQ checks it between jobs), and then sleeps in 1 s steps while the rest are submitted:
+    # only jobs started after the resume count, so the submitting isn't timed as scoring.
     first, last, jobs = db.session.execute(
         select(func.min(StageRun.started_at), func.max(StageRun.completed_at), func.count())
         .join(Operation, Operation.id == StageRun.operation_id)
-        .where(Operation.assessment_id.in_(ids), StageRun.job_id.is_not(None))
+        .where(
+            Operation.assessment_id.in_(ids),
+            StageRun.job_id.is_not(None),
+            StageRun.started_at >= resumed_at,
+        )
     ).one()
     failed = db.session.scalar(
         select(func.count()).where(
