@@ -121,11 +121,40 @@ class ScorelineWorker(Worker):
     in_process_functions: frozenset[str] = frozenset()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        if queue.name not in self.in_process_queues and (
-            job.func_name not in self.in_process_functions
-        ):
-            super().execute_job(job, queue)
-            return
+        try:
+            if queue.name in self.in_process_queues or job.func_name in self.in_process_functions:
+                self._execute_here(job, queue)
+            else:
+                super().execute_job(job, queue)
+        finally:
+            self.drain_ready()
+
+    def drain_ready(self, attempts: int = 3) -> int:
+        """Enqueue dependents RQ moved to "ready" but did not get onto their queue.
+
+        When two jobs finish at once (gpt and rag on two workers, say), RQ's optimistic enqueue
+        of a ready dependent (fusion) can lose its WATCH race and leave it in the queue's
+        ReadyJobRegistry for the next maintenance pass, ten minutes later. After every job this
+        worker checks those registries (one round trip) and enqueues what it finds, trying again
+        briefly when another worker is busy with the same registry. Returns how many it enqueued.
+        """
+        enqueued = 0
+        try:
+            for attempt in range(attempts):
+                with self.connection.pipeline(transaction=False) as pipe:
+                    for queue in self.queues:
+                        pipe.zcard(queue.ready_job_registry.key)
+                    waiting = [q for q, n in zip(self.queues, pipe.execute(), strict=True) if n]
+                if not waiting:
+                    break
+                for queue in waiting:
+                    enqueued += len(queue.ready_job_registry.cleanup())
+                time.sleep(0.01 * (attempt + 1))
+        except redis.RedisError:
+            log.warning("worker: could not check for ready dependents (Redis unreachable)")
+        return enqueued
+
+    def _execute_here(self, job: Job, queue: Queue) -> None:
         self._horse_pid = 0  # no horse: a cold shutdown must not signal an old one's pid
         execution = self.prepare_execution(job)
         done = threading.Event()

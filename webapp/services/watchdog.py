@@ -31,7 +31,7 @@ from webapp.models import (
     StageStatus,
 )
 from webapp.models.base import utcnow
-from webapp.queues import get_redis
+from webapp.queues import QUEUE_NAMES, get_queue, get_redis
 from webapp.services import history, pipeline
 from webapp.services.webhooks.delivery import requeue_lost
 
@@ -62,6 +62,7 @@ class ReconcileReport:
     repairs: list[Repair] = field(default_factory=list)
     redis_down: bool = False
     deliveries: int = 0  # webhook deliveries whose job was lost, enqueued again
+    ready: int = 0  # dependents RQ left ready but not queued, enqueued now
 
     def __str__(self) -> str:
         if self.redis_down:
@@ -73,6 +74,8 @@ class ReconcileReport:
         ]
         if self.deliveries:
             lines.append(f"re-enqueued {self.deliveries} webhook deliveries whose job was lost")
+        if self.ready:
+            lines.append(f"enqueued {self.ready} jobs RQ had left ready but not queued")
         return "\n".join(lines) or "Nothing to repair."
 
 
@@ -89,7 +92,7 @@ def scheduled_reconcile() -> str | None:
         return None
     try:
         report = reconcile()
-        if report.repairs:
+        if report.repairs or report.ready:
             log.warning("watchdog: %s", report)
         return str(report)
     finally:
@@ -102,6 +105,9 @@ def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
     connection = get_redis()
     try:
         live_workers = _live_workers(connection)
+        # A dependent (fusion) whose enqueue lost a race stays "ready" until RQ's maintenance
+        # pass; workers drain these after every job, and so does this pass.
+        report.ready = sum(len(get_queue(n).ready_job_registry.cleanup()) for n in QUEUE_NAMES)
     except redis.RedisError:
         report.redis_down = True
         return report
