@@ -111,6 +111,7 @@ def run(stack: Stack, app, *, smoke: bool) -> list[Figure]:
     finally:
         scorer.stop.set()
         scorer.join(10)
+        stack.stop("bench-poll-worker")  # the next group measures its own workers only
 
     bare_rps = best["bare"].rps
     figures = [
