@@ -32,9 +32,12 @@ class SubmitOutcome:
     assessment: Assessment
     operation: Operation
     created: bool
+    snapshot: dict | None = None  # the body as of the commit, before any worker moved on
 
     def to_dict(self) -> dict:
         """The submit response body (SPEC 3)."""
+        if self.snapshot is not None:
+            return dict(self.snapshot)
         rule_run = self.operation.stage(Stage.RULE_SCORE)
         body = {
             "assessment_id": self.assessment.id,
@@ -88,8 +91,11 @@ def submit_assessment(
     except IntegrityError:
         db.session.rollback()
         return _existing_outcome(assessment_id)
-    pipeline.enqueue_pipeline(operation)
     assessment = db.session.get(Assessment, assessment_id)
+    # What was accepted, read before the pipeline starts: an offline pipeline can finish within
+    # milliseconds, and the 202 (and its idempotent replays) should not depend on that race.
+    snapshot = SubmitOutcome(assessment=assessment, operation=operation, created=True).to_dict()
+    pipeline.enqueue_pipeline(operation)
     audit.record(
         Action.ASSESSMENT_SUBMITTED,
         actor=user,
@@ -97,7 +103,9 @@ def submit_assessment(
         entity_id=assessment_id,
         details={"operation_id": operation.id, "degraded": assessment.degraded},
     )
-    return SubmitOutcome(assessment=assessment, operation=operation, created=True)
+    return SubmitOutcome(
+        assessment=assessment, operation=operation, created=True, snapshot=snapshot
+    )
 
 
 def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
