@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 
 import pytest
@@ -171,10 +172,16 @@ def test_concurrent_rescores_start_exactly_one_operation(api, api_as, app, worke
         responses.append(admin.post(f"/assessments/{assessment['id']}/rescore"))
 
     threads = [threading.Thread(target=rescore) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # Hold the worker still while the requests race: offline scoring can finish within
+    # milliseconds, and a rescore after the first one finished is rightly allowed.
+    worker.process.send_signal(signal.SIGSTOP)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
 
     assert sorted(r.status_code for r in responses) == [202] + [409] * 5
     assert {r.json()["code"] for r in responses if r.status_code == 409} == {"ASSESSMENT_BUSY"}
