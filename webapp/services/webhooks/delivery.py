@@ -237,16 +237,19 @@ def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
     app = current_app._get_current_object()
     sent: list[tuple[Planned, Outcome]] = []
     failure = None
-    if len(groups) <= 1:
-        for group in groups.values():
-            sent += _attempt_group(None, group, timeout, guard)  # in this thread and context
-    else:
-        futures = [_pool().submit(_attempt_group, app, g, timeout, guard) for g in groups.values()]
-        for future in futures:
-            try:
-                sent += future.result()
-            except Exception as exc:  # record what was sent before failing the job
-                failure = failure or exc
+    # The first target in this thread, every other one in a thread of its own, side by side.
+    first, *others = groups.values() if groups else [[]]
+    futures = [_pool().submit(_attempt_group, app, g, timeout, guard) for g in others]
+    try:
+        if first:
+            sent += _attempt_group(None, first, timeout, guard)
+    except Exception as exc:  # record what was sent before failing the job
+        failure = exc
+    for future in futures:
+        try:
+            sent += future.result()
+        except Exception as exc:
+            failure = failure or exc
     for planned in waiting:  # in the target's line, or now if a slot came free meanwhile
         fresh = _defer(planned, timeout)
         if fresh is not None:
