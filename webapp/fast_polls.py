@@ -1,11 +1,16 @@
-"""The hot path of polling: a status poll or a progress partial answered from Redis, no SQL.
+"""The hot path of polling: a status poll or a progress partial answered without SQL.
 
-Every open progress page asks every 2 s, so these two endpoints carry most of the traffic. This
-hook runs first for them (ahead of the rate limiter) and answers when everything it needs is in
-Redis and current, in one round trip (a Lua script, services/status_cache.READ_SCRIPT) that
-reads the cached answer and the assessment's version and, for a bearer token, checks that the
-token's account (see auth.remember_token) owns the assessment and counts the poll in the
-account's poll bucket, the very counter Flask-Limiter uses.
+Every open progress page asks every 2 s, so these two endpoints carry most of the traffic. Two
+layers answer them before the ordinary path does:
+
+- `PollShortcut`, WSGI middleware, answers from this process's memory (the near cache) before
+  Flask builds a request at all;
+- `answer_from_cache`, a hook that runs first (ahead of the rate limiter), answers when
+  everything it needs is in Redis and current, in one round trip (a Lua script,
+  services/status_cache.READ_SCRIPT) that reads the cached answer and the assessment's version
+  and, for a bearer token, checks that the token's account (see auth.remember_token) owns the
+  assessment and counts the poll in the account's poll bucket, the very counter Flask-Limiter
+  uses.
 
 Anything else (no entry, a stale one, someone other than the owner, a revoked or unknown token,
 over the limit, Redis down) returns None, and the request takes the ordinary path, which answers
@@ -60,25 +65,15 @@ def answer_from_cache():
             return None
     elif not request.headers.get("HX-Request"):
         return None
-    app = current_app._get_current_object()
-    near = near_cache(app)
-
-    # 1. This process's memory: no I/O at all (bar a batched rate-limit count).
-    entry = near.get(kind, assessment_id)
-    if entry is not None:
-        if kind == STATUS:
-            account = near.account_of(token_hash)
-            if account == entry.owner and poll_counter(app).count(account):
-                return _respond(kind, entry.content, entry.etag, entry.finished)
-        elif str(entry.owner) == session.get("_user_id"):
-            return _respond(kind, entry.content, entry.etag, entry.finished)
-
-    # 2. Redis: one round trip (see status_cache.READ_SCRIPT).
+    # What this process's memory could answer, PollShortcut already did; this is one round
+    # trip to Redis (see status_cache.READ_SCRIPT), and fills the memory for the next poll.
+    near = near_cache(current_app._get_current_object())
     ticket = g.near_ticket = near.begin(assessment_id)
     try:
         if kind == STATUS:
             key = token_cache_key(token_hash)
-            answer = status_cache.read(kind, assessment_id, key, poll_limits())
+            limits = poll_limits(current_app)
+            answer = status_cache.read(kind, assessment_id, key, limits)
         else:
             answer = status_cache.read(kind, assessment_id)
     except redis.RedisError:
@@ -106,9 +101,9 @@ class PollShortcut:
     """WSGI middleware: a poll this process's near cache can answer, answered before Flask
     builds a request at all.
 
-    It serves exactly what `answer_from_cache` would from memory (the same entry, the same
-    owner check: the bearer token's account, or the session cookie's user for the partial; the
-    same batched count in the poll bucket) with the same headers as `status_response` and
+    It serves the near cache's entry to its owner only (the bearer token's account, or the
+    session cookie's user for the partial), counts status polls in the poll bucket in batches
+    (PollCounter), and answers with the same headers as `status_response` and
     `partial_response`. Anything else (a query string, another method, a miss, a token or
     cookie this process can't vouch for, near the limit) goes to the app unchanged.
     """
@@ -145,9 +140,8 @@ class PollShortcut:
             entry = near.get(STATUS, int(match[1])) if token_hash is not None else None
             if entry is None or near.account_of(token_hash) != entry.owner:
                 return None
-            with self.app.app_context():
-                if not poll_counter(self.app).count(entry.owner):
-                    return None
+            if not poll_counter(self.app).count(entry.owner):
+                return None
             return self._status(entry, environ)
         if (match := PARTIAL_PATH.fullmatch(path)) and environ.get("HTTP_HX_REQUEST"):
             entry = near.get(PARTIAL, int(match[1]))
@@ -242,7 +236,7 @@ class PollCounter:
 
     def count(self, account: int) -> bool:
         """True: this poll is counted and well within the limit. False: count it in Redis."""
-        limits = poll_limits()
+        limits = poll_limits(self.app)
         if not limits:
             return True
         amount = min(limit[3] for limit in limits)
@@ -286,16 +280,16 @@ def poll_counter(app: Flask) -> PollCounter:
     return counter
 
 
-def poll_limits() -> list[tuple[str, str, int, int]]:
+def poll_limits(app: Flask) -> list[tuple[str, str, int, int]]:
     """Each poll limit as (key before the account id, key after it, window s, amount), the
     keys Flask-Limiter counts the account's poll bucket in; empty when limits are off."""
-    if not current_app.config["RATELIMIT_ENABLED"]:
+    if not app.config["RATELIMIT_ENABLED"]:
         return []
-    limiter: Limiter = current_app.extensions["scoreline_limiter"]
+    limiter: Limiter = app.extensions["scoreline_limiter"]
     return _poll_limits(
         limiter.storage.prefixed_key(""),
-        current_app.config["RATELIMIT_KEY_PREFIX"],
-        current_app.config["RATE_LIMIT_POLL"],
+        app.config["RATELIMIT_KEY_PREFIX"],
+        app.config["RATE_LIMIT_POLL"],
     )
 
 
