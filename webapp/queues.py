@@ -106,6 +106,17 @@ def get_redis(app: Flask | None = None) -> redis.Redis:
     return client
 
 
+def lua_script(source: str):
+    """A Lua script registered on the app's Redis client: EVALSHA after the first call, so
+    the hot paths (poll reads, version bumps, bulkhead slots) don't send the source each time."""
+    client = get_redis()
+    scripts = client.__dict__.setdefault("_scoreline_scripts", {})
+    script = scripts.get(source)
+    if script is None:
+        script = scripts[source] = client.register_script(source)
+    return script
+
+
 def get_queue(name: str = SCORING_QUEUE) -> Queue:
     """An RQ queue on the app's Redis."""
     return Queue(name, connection=get_redis())

@@ -99,12 +99,8 @@ REBUILD_MS = 1000
 def read(kind: str, assessment_id: int, token_key: str | None = None, limits=()) -> list:
     """Run the read script: `limits` are (key before the account id, key after it, window
     seconds, amount) of each rate limit to count the poll in (only with a token)."""
-    from webapp.queues import get_redis
+    from webapp.queues import lua_script
 
-    client = get_redis()
-    script = client.__dict__.get("_scoreline_poll_read")
-    if script is None:
-        script = client._scoreline_poll_read = client.register_script(READ_SCRIPT)
     keys = [
         entry_key(kind, assessment_id),
         version_key(assessment_id),
@@ -114,7 +110,7 @@ def read(kind: str, assessment_id: int, token_key: str | None = None, limits=())
     if token_key is not None:
         keys.append(token_key)
         args = [REBUILD_MS, len(limits), *(part for limit in limits for part in limit)]
-    return script(keys=keys, args=args)
+    return lua_script(READ_SCRIPT)(keys=keys, args=args)
 
 
 def current_version(assessment_id: int) -> int | None:
@@ -176,11 +172,10 @@ def bump(assessment_ids) -> None:
     from flask import current_app
 
     try:
-        client = _redis()
-        script = client.__dict__.get("_scoreline_poll_bump")
-        if script is None:
-            script = client._scoreline_poll_bump = client.register_script(BUMP_SCRIPT)
-        pairs = script(keys=[version_key(i) for i in ids], args=[CHANNEL, VERSION_TTL, *ids])
+        from webapp.queues import lua_script
+
+        bump_script = lua_script(BUMP_SCRIPT)
+        pairs = bump_script(keys=[version_key(i) for i in ids], args=[CHANNEL, VERSION_TTL, *ids])
     except redis.RedisError:
         # Polls take the database path while Redis is away; entries it kept are stale until
         # this bump succeeds (the next commit here retries it) or they expire (ENTRY_TTL).

@@ -20,7 +20,7 @@ import time
 
 import redis
 
-from webapp.queues import get_redis
+from webapp.queues import get_redis, lua_script
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def acquire(target: str, job_id: str, timeout: float, *, line_entry: str = "") -
     """
     now = time.time()
     try:
-        taken = _script(_ACQUIRE)(
+        taken = lua_script(_ACQUIRE)(
             keys=_keys(target),
             args=[now, now + timeout + LEASE_MARGIN, job_id, FAST_IN_FLIGHT, line_entry, LINE_TTL],
         )
@@ -126,7 +126,7 @@ def acquire_all(targets: list[str], job_id: str, timeout: float) -> list[bool]:
     now = time.time()
     keys = [key for target in targets for key in _keys(target)[:2]]
     try:
-        taken = _script(_ACQUIRE_ALL)(
+        taken = lua_script(_ACQUIRE_ALL)(
             keys=keys, args=[now, now + timeout + LEASE_MARGIN, job_id, FAST_IN_FLIGHT]
         )
     except redis.RedisError:
@@ -135,22 +135,13 @@ def acquire_all(targets: list[str], job_id: str, timeout: float) -> list[bool]:
     return [bool(flag) for flag in taken]
 
 
-def _script(source: str):
-    """The script, registered on this process's client (EVALSHA after the first call)."""
-    client = get_redis()
-    scripts = client.__dict__.setdefault("_scoreline_bulkhead_scripts", {})
-    if source not in scripts:
-        scripts[source] = client.register_script(source)
-    return scripts[source]
-
-
 def release(target: str, job_id: str, *, fast: bool | None) -> list[tuple[int, str]]:
     """Free the job's slot and note how the target answered (fast True / slow False / unknown
     None); returns the (delivery id, job id) pairs in line that may go now."""
     keys = _keys(target)
     try:
         answered = {True: "fast", False: "slow", None: ""}[fast]
-        woken = _script(_RELEASE)(
+        woken = lua_script(_RELEASE)(
             keys=keys, args=[time.time(), job_id, FAST_IN_FLIGHT, answered, FAST_TTL]
         )
     except redis.RedisError:
@@ -194,8 +185,8 @@ def wake_stalled() -> list[tuple[int, str]]:
         target = (key.decode() if isinstance(key, bytes) else key).removeprefix("webhooks:line:")
         woken += [
             _parse(e)
-            for e in client.eval(
-                _RELEASE, 4, *_keys(target), time.time(), "", FAST_IN_FLIGHT, "", FAST_TTL
+            for e in lua_script(_RELEASE)(
+                keys=_keys(target), args=[time.time(), "", FAST_IN_FLIGHT, "", FAST_TTL]
             )
         ]
     return woken
