@@ -1,7 +1,7 @@
 """`python -m worker`: an RQ worker with the scheduler on, listening on every queue the app uses.
 
 The app context is pushed once here, so every job (in a forked work horse, or in this process
-for webhook deliveries) runs inside it.
+for the short ones: see ScorelineWorker) runs inside it.
 Everything a job needs that is the same for every job (imports, SQLAlchemy's mapper setup, the
 knowledge index) is made here too, once, before the first fork: a horse that had to redo it would
 spend most of its life on it.

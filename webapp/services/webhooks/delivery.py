@@ -234,22 +234,7 @@ def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
         granted = bulkhead.acquire_all(list(groups), job_id, timeout)
         for slot in [slot for slot, ok in zip(list(groups), granted, strict=True) if not ok]:
             waiting += groups.pop(slot)
-    app = current_app._get_current_object()
-    sent: list[tuple[Planned, Outcome]] = []
-    failure = None
-    # The first target in this thread, every other one in a thread of its own, side by side.
-    first, *others = groups.values() if groups else [[]]
-    futures = [_pool().submit(_attempt_group, app, g, timeout, guard) for g in others]
-    try:
-        if first:
-            sent += _attempt_group(None, first, timeout, guard)
-    except Exception as exc:  # record what was sent before failing the job
-        failure = exc
-    for future in futures:
-        try:
-            sent += future.result()
-        except Exception as exc:
-            failure = failure or exc
+    sent, failure = _send_by_target(list(groups.values()), timeout, guard)
     for planned in waiting:  # in the target's line, or now if a slot came free meanwhile
         fresh = _defer(planned, timeout)
         if fresh is not None:
@@ -282,6 +267,25 @@ _RECORD = (
     .with_for_update(of=Delivery)
     .execution_options(populate_existing=True)
 )
+
+
+def _send_by_target(groups: list[list[Planned]], timeout: float, guard: AddressGuard):
+    """Each target's deliveries side by side: the first target in this thread, every other in a
+    thread of its own. Returns the (planned, outcome) pairs sent and the first exception raised
+    on the way, if any (what was sent is still recorded before the job fails)."""
+    app = current_app._get_current_object()
+    futures = [_pool().submit(_attempt_group, app, g, timeout, guard) for g in groups[1:]]
+    calls = [f.result for f in futures]
+    if groups:
+        calls.insert(0, lambda: _attempt_group(None, groups[0], timeout, guard))
+    sent: list[tuple[Planned, Outcome]] = []
+    failure = None
+    for call in calls:
+        try:
+            sent += call()
+        except Exception as exc:
+            failure = failure or exc
+    return sent, failure
 
 
 def _plan(delivery_ids: list[int], job_id: str | None) -> list[Planned]:
