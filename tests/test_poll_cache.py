@@ -377,43 +377,50 @@ def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress
     assert answers == [200] * limit + [429] * (8 - limit)
 
 
+def get_noting_flask(app, client, url: str, **kwargs):
+    """GET through `client`: (the response, whether Flask dispatched a request for it)."""
+    from flask import request_started
+
+    dispatched = []
+
+    def note(sender, **_extra):
+        dispatched.append(sender)
+
+    with request_started.connected_to(note, app):
+        response = client.get(url, **kwargs)
+    return response, bool(dispatched)
+
+
+def assert_same_response(a, b) -> None:
+    assert (a.status_code, a.get_data()) == (b.status_code, b.get_data())
+    assert sorted(a.headers.items()) == sorted(b.headers.items())
+
+
 def test_the_wsgi_shortcut_answers_exactly_as_the_app_does(app, client, tokens, in_progress):  # noqa: F811
     """A status poll the near cache can answer is answered before Flask builds a request, with
     the very headers and body the app's own path gives (200 and 304), and nothing else
     (a query string, another token) takes the shortcut."""
-    from flask import request_started
-
     live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     headers = bearer(tokens["student"])
-    dispatched = []
-
-    def note(sender, **_extra):
-        dispatched.append(1)
 
     def poll(**extra):
-        dispatched.clear()
-        with request_started.connected_to(note, app):
-            response = client.get(url, headers={**headers, **extra.pop("headers", {})}, **extra)
-        return response, bool(dispatched)
-
-    def same(a, b) -> None:
-        assert (a.status_code, a.get_data()) == (b.status_code, b.get_data())
-        assert sorted(a.headers.items()) == sorted(b.headers.items())
+        extra["headers"] = {**headers, **extra.get("headers", {})}
+        return get_noting_flask(app, client, url, **extra)
 
     built, through_flask = poll()  # builds the entry
     assert through_flask
     poll()  # from Redis: this process now knows the token too
     cached, through_flask = poll()
     assert not through_flask  # from memory, Flask never involved
-    same(cached, built)
+    assert_same_response(cached, built)
 
     etag = {"If-None-Match": built.headers["ETag"]}
     short_304, through_flask = poll(headers=etag)
     assert not through_flask and short_304.status_code == 304
     full_304, through_flask = poll(headers=etag, query_string={"x": "1"})  # the app's own path
     assert through_flask
-    same(short_304, full_304)
+    assert_same_response(short_304, full_304)
 
     _, through_flask = poll(headers=bearer(tokens["other"]))
     assert through_flask  # someone else's token: the app answers (404), never the shortcut
@@ -424,28 +431,18 @@ def test_the_wsgi_shortcut_serves_the_partial_to_its_owner_exactly_as_the_app_do
     client,
     in_progress,  # noqa: F811
 ):
-    from flask import request_started
-
     live_near_cache(app)
     log_in(client, STUDENT)
     url = f"/assessments/{in_progress}/progress/live"
-    dispatched = []
 
-    def note(sender, **_extra):
-        dispatched.append(1)
-
-    def poll(who=client, **extra):
-        dispatched.clear()
-        with request_started.connected_to(note, app):
-            response = who.get(url, headers={"HX-Request": "true"}, **extra)
-        return response, bool(dispatched)
+    def poll(who=client):
+        return get_noting_flask(app, who, url, headers={"HX-Request": "true"})
 
     built, through_flask = poll()
     assert through_flask and built.status_code == 200
     cached, through_flask = poll()
     assert not through_flask
-    assert (cached.status_code, cached.get_data()) == (built.status_code, built.get_data())
-    assert sorted(cached.headers.items()) == sorted(built.headers.items())
+    assert_same_response(cached, built)
 
     stranger = app.test_client()
     log_in(stranger, OTHER_STUDENT)
