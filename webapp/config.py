@@ -69,7 +69,8 @@ class Config:
     """Settings for one app instance; `create_app(test_config)` may override any of them."""
 
     def __init__(self) -> None:
-        self.SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+        # Unset: create_app uses the checkout's generated key (webapp/secret_key.py).
+        self.SECRET_KEY = os.environ.get("SECRET_KEY", "").strip() or None
         self.SQLALCHEMY_DATABASE_URI = database_url()
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip()
         self.OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip()
