@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, Email, Length
 
 from webapp.extensions import db
 from webapp.models import User
+from webapp.redirects import local_path
 from webapp.services import audit
 from webapp.services.audit import Action
 
@@ -24,26 +25,23 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
 
 
-def _safe_next(target: str | None) -> str:
-    """Only redirect to a path on this site after login."""
-    # "//host" and "/\\host" are protocol-relative to browsers: another site.
-    if target and target.startswith("/") and target[1:2] not in ("/", "\\"):
-        return target
-    return url_for("student.dashboard")
+def _next_page() -> str:
+    """Where to go after login: `?next=` if it is a page of this site, else the dashboard."""
+    return local_path(request.args.get("next")) or url_for("student.dashboard")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Show the login form; log in on valid credentials."""
     if current_user.is_authenticated and request.method == "GET":
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(_next_page())
     form = LoginForm()
     if form.validate_on_submit():
         user = db.session.scalar(select(User).where(User.email == form.email.data.strip().lower()))
         if user is not None and user.check_password(form.password.data):
             login_user(user)
             audit.record(Action.LOGIN, actor=user, entity_type="user", entity_id=user.id)
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(_next_page())
         audit.record(Action.LOGIN_FAILED, details={"email": form.email.data.strip().lower()})
         flash("Wrong email or password.", "error")
     elif request.method == "POST":
