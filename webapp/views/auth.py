@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Email, Length
 
-from webapp.extensions import db
-from webapp.models import User
+from webapp.auth import end_sessions, start_session
 from webapp.redirects import local_path
 from webapp.services import audit
 from webapp.services.audit import Action
+from webapp.services.logins import MAX_PASSWORD_LENGTH, authenticate, normalise_email
 
 bp = Blueprint("auth", __name__)
 
@@ -22,7 +21,9 @@ class LoginForm(FlaskForm):
     """Email and password."""
 
     email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    password = PasswordField(
+        "Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)]
+    )
 
 
 def _next_page() -> str:
@@ -37,12 +38,12 @@ def login():
         return redirect(_next_page())
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(select(User).where(User.email == form.email.data.strip().lower()))
-        if user is not None and user.check_password(form.password.data):
-            login_user(user)
+        user = authenticate(form.email.data, form.password.data)
+        if user is not None:
+            start_session(user)
             audit.record(Action.LOGIN, actor=user, entity_type="user", entity_id=user.id)
             return redirect(_next_page())
-        audit.record(Action.LOGIN_FAILED, details={"email": form.email.data.strip().lower()})
+        audit.record(Action.LOGIN_FAILED, details={"email": normalise_email(form.email.data)})
         flash("Wrong email or password.", "error")
     elif request.method == "POST":
         flash("Please enter a valid email and your password.", "error")
@@ -51,11 +52,10 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """Log out and go back to the login page."""
+    """Log out, ending every session of the account, and go back to the login page."""
     if current_user.is_authenticated:
-        audit.record(
-            Action.LOGOUT, actor=current_user, entity_type="user", entity_id=current_user.id
-        )
-    logout_user()
+        user = current_user._get_current_object()
+        audit.record(Action.LOGOUT, actor=user, entity_type="user", entity_id=user.id)
+        end_sessions(user)
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
