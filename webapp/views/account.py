@@ -4,6 +4,7 @@ password."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, make_response, redirect, render_template, url_for
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField
@@ -25,6 +26,7 @@ from webapp.services.logins import (
     PasswordRejected,
     change_password,
 )
+from webapp.views.login_limits import too_many_attempts
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -141,3 +143,9 @@ def password():
     audit.record(Action.PASSWORD_CHANGED, actor=user, entity_type="user", entity_id=user.id)
     flash("Password changed. Every other session of this account is logged out.", "success")
     return redirect(url_for("account.page"))
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _throttled(_exc: RateLimitExceeded):
+    """Too many wrong current passwords: the account page, saying when to try again."""
+    return too_many_attempts(lambda: _render(TokenForm(formdata=None)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
@@ -13,6 +14,7 @@ from webapp.redirects import local_path
 from webapp.services import audit
 from webapp.services.audit import Action
 from webapp.services.logins import MAX_PASSWORD_LENGTH, authenticate, normalise_email
+from webapp.views.login_limits import too_many_attempts
 
 bp = Blueprint("auth", __name__)
 
@@ -59,3 +61,9 @@ def logout():
         end_sessions(user)
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _throttled(_exc: RateLimitExceeded):
+    """Past a login limit: the login page, saying when to try again (429, Retry-After)."""
+    return too_many_attempts(lambda: render_template("auth/login.html", form=LoginForm()))
