@@ -3,16 +3,13 @@ password logs the account's other browsers out."""
 
 from __future__ import annotations
 
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
-from sqlalchemy import delete
 
 from tests.e2e.conftest import screenshot
-from webapp.extensions import db
-from webapp.models import Role, User
+from tests.test_auth_password import account  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -23,25 +20,10 @@ def fill_login(page: Page, email: str, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
-@pytest.fixture()
-def account(app):
-    """A student of its own (email, password), removed afterwards."""
-    email, password = f"e2e-{uuid.uuid4().hex[:8]}@example.com", "first-password-1"
-    with app.app_context():
-        user = User(email=email, role=Role.STUDENT)
-        user.set_password(password)
-        db.session.add(user)
-        db.session.commit()
-    yield email, password
-    with app.app_context():
-        db.session.execute(delete(User).where(User.email == email))
-        db.session.commit()
-
-
 @pytest.mark.parametrize(
     "raw_next", ["%2F%09%2Fevil.example", "/%0A/evil.example", "/%5Cevil.example", "//evil.example"]
 )
-def test_a_hostile_next_lands_on_the_dashboard(page, live_server, account, raw_next):
+def test_a_hostile_next_lands_on_the_dashboard(page, live_server, account, raw_next):  # noqa: F811
     page.goto(f"/login?next={raw_next}")
     fill_login(page, *account)
     expect(page.get_by_role("heading", name="Assessments", exact=True)).to_be_visible()
@@ -53,7 +35,7 @@ def test_a_hostile_next_lands_on_the_dashboard(page, live_server, account, raw_n
     )
 
 
-def test_changing_the_password_logs_other_browsers_out(page, new_page, live_server, account):
+def test_changing_the_password_logs_other_browsers_out(page, new_page, live_server, account):  # noqa: F811
     email, password = account
     elsewhere = new_page(live_server.url)
     for browser_page in (page, elsewhere):
