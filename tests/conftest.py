@@ -111,7 +111,10 @@ def app(db_url, redis_url, base_dir):
             "OPENAI_API_KEY": "",
             # The session's app must never hit a rate limit; tests/test_rate_limits.py builds
             # its own app with low ones.
-            **{f"RATE_LIMIT_{b}": "100000/minute" for b in ("POLL", "WRITE", "DEFAULT")},
+            **{
+                f"RATE_LIMIT_{b}": "100000/minute"
+                for b in ("POLL", "WRITE", "DEFAULT", "LOGIN_ACCOUNT", "LOGIN_IP")
+            },
         }
     )
     with app.app_context():

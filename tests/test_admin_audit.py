@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import ADMIN, STUDENT
+from webapp.auth import SESSION_GENERATION
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services import audit
@@ -23,6 +24,7 @@ def log_in(app, client, email: str) -> None:
     with client.session_transaction() as session:
         session["_user_id"] = str(user.id)
         session["_fresh"] = True
+        session[SESSION_GENERATION] = user.session_generation
 
 
 def record(app, action: Action, email: str, entity_type: str, entity_id, **details) -> None:

@@ -355,7 +355,8 @@ def log_in(client, account: tuple[str, str]) -> str:
         "/login", data={"email": email, "password": password, "csrf_token": token}
     )
     assert response.status_code == 302, response.get_data(as_text=True)
-    return token  # the session keeps its CSRF secret across the login
+    # Login starts a new session, with a new CSRF secret.
+    return CSRF.search(client.get("/account").get_data(as_text=True)).group(1)
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 
 from tests.conftest import STUDENT
 from tests.test_pipeline import full_answers
+from webapp.auth import SESSION_GENERATION
 from webapp.extensions import db
 from webapp.models import IdempotencyKey, Operation, User
 from webapp.models.base import utcnow
@@ -282,6 +283,7 @@ def test_session_writes_without_csrf_store_nothing(app, client):
     with client.session_transaction() as session:
         session["_user_id"] = str(student.id)
         session["_fresh"] = True
+        session[SESSION_GENERATION] = student.session_generation
     response = client.post(
         "/api/v1/assessments", json={"question_set": "python-basics"}, headers=keyed("csrf")
     )

@@ -49,13 +49,13 @@ def csrf_token(client, path: str = "/login") -> str:
 
 
 def log_in(client, account=STUDENT) -> str:
-    """Log in through the form; returns the session's CSRF token."""
+    """Log in through the form; returns the new session's CSRF token."""
     token = csrf_token(client)
     response = client.post(
         "/login", data={"csrf_token": token, "email": account[0], "password": account[1]}
     )
     assert response.status_code == 302, response.get_data(as_text=True)
-    return token
+    return csrf_token(client, "/account")  # login starts a new session, with a new token
 
 
 def start(client, token: str, slug: str = "python-basics") -> int:

@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
+from webapp import secret_key
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
 
@@ -36,6 +37,9 @@ def create_app(test_config: dict | None = None) -> Flask:
                 test_config["SQLALCHEMY_DATABASE_URI"]
             )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config["SECRET_KEY"] = secret_key.resolve(
+        app.config.get("SECRET_KEY"), Path(app.instance_path)
+    )
     logging.getLogger("webapp").setLevel(logging.INFO)
 
     db.init_app(app)

@@ -1,13 +1,24 @@
-"""Who is asking: a browser session (Flask-Login) or an `Authorization: Bearer` API token."""
+"""Who is asking: a browser session (Flask-Login) or an `Authorization: Bearer` API token.
+
+One way in per request: a request with a Bearer `Authorization` header is judged by that token
+alone (an invalid one is 401 even beside a valid session cookie, so a junk header can never
+turn a cookie into a CSRF-free credential). Other schemes (a proxy's Basic auth) are not ours
+and change nothing.
+
+A browser session is valid while it carries its user's current session generation: logging out
+or changing the password moves the generation on, ending every earlier session server-side.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import redis
-from flask import Flask, g, request
-from sqlalchemy import select
+from flask import Flask, g, request, session
+from flask_login import login_user, logout_user
+from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from webapp.extensions import db, login_manager
@@ -24,6 +35,8 @@ TOKEN_CACHE_TTL = 300
 # A revoked token's entry says so for longer than any remembered one lives, so a lookup that
 # raced the revocation cannot put the token back.
 REVOKED = b"revoked"
+# The session key holding the generation the session was made in (see User.session_generation).
+SESSION_GENERATION = "_gen"
 
 
 def init_app(app: Flask) -> None:
@@ -35,19 +48,68 @@ def init_app(app: Flask) -> None:
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    """The user of a browser session."""
+    """The user of a browser session still in its user's current generation."""
+    if sends_bearer(request.headers.get("Authorization", "")):
+        return None  # the header alone decides (load_user_from_bearer)
+    g.session_checked_at = time.monotonic()  # before the read: see NearCache.put_session
     try:
-        return db.session.get(User, int(user_id))
+        user = db.session.get(User, int(user_id))
     except ValueError:
         return None
+    if user is None or session.get(SESSION_GENERATION) != user.session_generation:
+        return None
+    return user
+
+
+def sends_bearer(header: str) -> bool:
+    """True when an `Authorization` header uses the Bearer scheme, valid or not."""
+    return header.partition(" ")[0].lower() == "bearer"
+
+
+def start_session(user: User) -> None:
+    """Log `user` in on a new session: nothing from before login (CSRF secret included) stays."""
+    session.clear()
+    login_user(user)
+    session[SESSION_GENERATION] = user.session_generation
+
+
+def end_sessions(user: User) -> None:
+    """End every browser session of `user` (this one included), in every process, at once."""
+    db.session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(session_generation=User.session_generation + 1)
+    )
+    db.session.commit()
+    db.session.refresh(user)
+    _announce_sessions_ended(user.id)
+    logout_user()
+    session.clear()
+
+
+def _announce_sessions_ended(user_id: int) -> None:
+    """Tell every web process's poll shortcut to stop trusting this user's session cookies."""
+    from flask import current_app
+
+    from webapp.queues import get_redis
+    from webapp.services.status_cache import CHANNEL
+
+    near = current_app.extensions.get("near_cache")
+    if near is not None:
+        near.sessions_ended(user_id)
+    try:
+        get_redis().publish(CHANNEL, f"s {user_id}")
+    except redis.RedisError:
+        # Near caches forget everything when they lose Redis, and serve nothing until they
+        # have it back, so none can keep trusting an ended session.
+        log.warning("sessions of user %s ended; Redis unreachable for the announcement", user_id)
 
 
 @login_manager.request_loader
 def load_user_from_bearer(req) -> User | None:
     """The user behind an `Authorization: Bearer <token>` header, if the token is valid."""
-    header = req.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = req.headers.get("Authorization", "").partition(" ")[2]
+    if not sends_bearer(req.headers.get("Authorization", "")) or not token.strip():
         return None
     row = db.session.scalar(
         select(ApiToken)
@@ -66,10 +128,8 @@ def load_user_from_bearer(req) -> User | None:
 
 
 def authenticated_by_token() -> bool:
-    """True when this request authenticated with a bearer token rather than a session cookie."""
-    return bool(g.get("auth_via_token")) or request.headers.get(
-        "Authorization", ""
-    ).lower().startswith("bearer ")
+    """True when this request authenticated with a valid bearer token, not a session cookie."""
+    return bool(g.get("auth_via_token"))
 
 
 def bearer_token_hash(header: str) -> str | None:

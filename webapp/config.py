@@ -69,7 +69,8 @@ class Config:
     """Settings for one app instance; `create_app(test_config)` may override any of them."""
 
     def __init__(self) -> None:
-        self.SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+        # Unset: create_app uses the checkout's generated key (webapp/secret_key.py).
+        self.SECRET_KEY = os.environ.get("SECRET_KEY", "").strip() or None
         self.SQLALCHEMY_DATABASE_URI = database_url()
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip()
         self.OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip()
@@ -99,6 +100,13 @@ class Config:
         self.RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL", "").strip() or "240/minute"
         self.RATE_LIMIT_WRITE = os.environ.get("RATE_LIMIT_WRITE", "").strip() or "30/minute"
         self.RATE_LIMIT_DEFAULT = os.environ.get("RATE_LIMIT_DEFAULT", "").strip() or "300/minute"
+        # Failed logins (and password-change attempts), per email tried and per client address.
+        self.RATE_LIMIT_LOGIN_ACCOUNT = (
+            os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT", "").strip() or "5/minute;20/hour"
+        )
+        self.RATE_LIMIT_LOGIN_IP = (
+            os.environ.get("RATE_LIMIT_LOGIN_IP", "").strip() or "30/minute;300/hour"
+        )
         self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SESSION_COOKIE_HTTPONLY = True

@@ -25,14 +25,14 @@ import time
 from functools import lru_cache
 
 import redis
-from flask import Flask, current_app, g, request, session
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
-from itsdangerous import BadSignature
+from flask_login import current_user
 from limits import parse_many
 from werkzeug.http import parse_cookie, parse_etags, quote_etag
 from werkzeug.wrappers import Response
 
-from webapp.auth import bearer_token_hash, token_cache_key
+from webapp.auth import authenticated_by_token, bearer_token_hash, sends_bearer, token_cache_key
 from webapp.near_cache import Entry, near_cache
 from webapp.queues import get_redis
 from webapp.services import status_cache
@@ -84,7 +84,7 @@ def answer_from_cache():
         return None
     hit, version, owner, etag, finished, content = answer
     owner, etag, finished, content = int(owner), etag.decode(), finished == b"1", content.decode()
-    if kind == PARTIAL and str(owner) != session.get("_user_id"):  # Flask-Login's user id key
+    if kind == PARTIAL and not _session_of(owner, ticket):
         return None
     if hit == 1:  # current, not a previous answer served during a rebuild
         near.put(ticket, kind, Entry(int(version), owner, etag, finished, content))
@@ -108,8 +108,6 @@ class PollShortcut:
     cookie this process can't vouch for, near the limit) goes to the app unchanged.
     """
 
-    MAX_SESSIONS = 10000
-
     def __init__(self, app: Flask, wsgi_app) -> None:
         from webapp.api.assessments import POLL_INTERVAL_SECONDS
         from webapp.views.presentation import STOP_POLLING
@@ -118,7 +116,6 @@ class PollShortcut:
         self.wsgi_app = wsgi_app
         self.retry_after = str(POLL_INTERVAL_SECONDS)
         self.stop_polling = Response(status=STOP_POLLING).status
-        self._sessions: dict[str, str | None] = {}  # session cookie -> its user id
 
     def __call__(self, environ, start_response):
         answer = None
@@ -145,7 +142,9 @@ class PollShortcut:
             return self._status(entry, environ)
         if (match := PARTIAL_PATH.fullmatch(path)) and environ.get("HTTP_HX_REQUEST"):
             entry = near.get(PARTIAL, int(match[1]))
-            if entry is None or self._session_user(environ) != str(entry.owner):
+            if entry is None or sends_bearer(environ.get("HTTP_AUTHORIZATION", "")):
+                return None
+            if near.account_of_session(self._session_cookie(environ)) != entry.owner:
                 return None
             body = entry.content.encode()
             headers = [
@@ -171,27 +170,12 @@ class PollShortcut:
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         return "200 OK", headers, body
 
-    def _session_user(self, environ) -> str | None:
-        """The user id in the request's session cookie, read as Flask reads it (signature and
-        age checked); remembered per cookie value, which only its own signature can vouch for."""
-        name = self.app.config["SESSION_COOKIE_NAME"]
-        cookie = parse_cookie(environ.get("HTTP_COOKIE", "")).get(name)
-        if not cookie:
-            return None
-        if cookie in self._sessions:
-            return self._sessions[cookie]
-        serializer = self.app.session_interface.get_signing_serializer(self.app)
-        if serializer is None:
-            return None
-        try:
-            max_age = int(self.app.permanent_session_lifetime.total_seconds())
-            user = serializer.loads(cookie, max_age=max_age).get("_user_id")
-        except BadSignature:
-            return None  # not remembered: the app answers (and refuses) it
-        if len(self._sessions) >= self.MAX_SESSIONS:
-            self._sessions.clear()
-        self._sessions[cookie] = user
-        return user
+    def _session_cookie(self, environ) -> str | None:
+        """The request's session cookie as sent; the near cache knows the ones the app vouched
+        for (signature and session generation checked, see `_session_of`)."""
+        return parse_cookie(environ.get("HTTP_COOKIE", "")).get(
+            self.app.config["SESSION_COOKIE_NAME"]
+        )
 
 
 def remember(kind: str, assessment_id: int, version: int | None, owner: int, *,
@@ -203,6 +187,28 @@ def remember(kind: str, assessment_id: int, version: int | None, owner: int, *,
     if version is not None:
         entry = Entry(version, owner, etag, finished, content)
         near_cache(current_app._get_current_object()).put(g.get("near_ticket"), kind, entry)
+    if kind == PARTIAL:
+        _session_of(owner, g.get("near_ticket"))
+
+
+def _session_of(owner: int, ticket) -> bool:
+    """True when this request's browser session is the owner's, current generation included.
+
+    A cookie this process vouched for answers without SQL; any other is checked by Flask-Login
+    (webapp.auth.load_user) and, if it is the owner's, vouched for, so the next poll with it
+    can be answered from memory (PollShortcut) until the account's sessions end.
+    """
+    cookie = request.cookies.get(current_app.config["SESSION_COOKIE_NAME"], "")
+    near = near_cache(current_app._get_current_object())
+    if sends_bearer(request.headers.get("Authorization", "")):
+        return False  # judged by the header alone: the ordinary path answers
+    if cookie and near.account_of_session(cookie) == owner:
+        return True
+    if not current_user.is_authenticated or current_user.id != owner:
+        return False
+    if not authenticated_by_token():
+        near.put_session(ticket, cookie, owner, g.session_checked_at)
+    return True
 
 
 def _respond(kind: str, content: str, etag: str, finished: bool):

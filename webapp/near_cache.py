@@ -15,6 +15,9 @@ Why it never serves a stale answer:
   is down, or not yet confirmed, nothing is served from here (polls take the Redis path).
 
 Token -> account mappings are kept the same way; a revocation drops the token and keeps it out.
+So are session cookies the app has checked (signature and session generation): when an
+account's sessions end (logout, password change) its cookies are dropped, and one checked before
+the end arrived is not taken in.
 Memory is bounded: MAX_ENTRIES poll answers (least recently used go first).
 """
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 2000
 MAX_TOKENS = 10000
+MAX_SESSIONS = 10000
 # Revoked tokens are remembered this long so a lookup that raced the revocation can't keep one.
 REVOKED_MEMORY = 600.0
 
@@ -64,6 +68,8 @@ class NearCache:
         self._entries: OrderedDict[tuple[str, int], Entry] = OrderedDict()
         self._tokens: dict[str, int] = {}
         self._revoked: dict[str, float] = {}
+        self._sessions: dict[str, int] = {}  # session cookie -> account, checked by the app
+        self._ended: dict[int, float] = {}  # account -> when its sessions last ended
         self._building: Counter[int] = Counter()
         self._bumped: dict[int, int] = {}  # newest version announced for a registered build
         self._epoch = 0
@@ -85,6 +91,10 @@ class NearCache:
 
     def account_of(self, token_hash: str) -> int | None:
         return self._tokens.get(token_hash) if self._live else None
+
+    def account_of_session(self, cookie: str | None) -> int | None:
+        """The account of a session cookie the app has vouched for, if still current."""
+        return self._sessions.get(cookie or "") if self._live else None
 
     # --- filling ------------------------------------------------------------------------------
 
@@ -129,6 +139,20 @@ class NearCache:
                 self._tokens.clear()
             self._tokens[token_hash] = account
 
+    def put_session(self, ticket: Ticket | None, cookie: str, account: int, checked_at: float):
+        """Vouch for a session cookie whose generation was checked at `checked_at` (monotonic),
+        unless the account's sessions ended since."""
+        if ticket is None or not cookie:
+            return
+        with self._lock:
+            if not self._live or ticket.epoch != self._epoch:
+                return
+            if self._ended.get(account, float("-inf")) >= checked_at:
+                return
+            if len(self._sessions) >= MAX_SESSIONS:
+                self._sessions.clear()
+            self._sessions[cookie] = account
+
     # --- the subscription ---------------------------------------------------------------------
 
     def _ensure_listening(self) -> None:
@@ -171,6 +195,7 @@ class NearCache:
             self._epoch += 1
             self._entries.clear()
             self._tokens.clear()
+            self._sessions.clear()
             self._bumped.clear()
             self._live = True
 
@@ -180,12 +205,17 @@ class NearCache:
             self._epoch += 1
             self._entries.clear()
             self._tokens.clear()
+            self._sessions.clear()
             self._bumped.clear()
 
     def _apply(self, data: bytes) -> None:
-        """`v <id>:<version> ...` (bumps) or `t <token hash>` (a revocation)."""
+        """`v <id>:<version> ...` (bumps), `t <token hash>` (a revocation) or `s <account>`
+        (the account's sessions ended)."""
         kind, _, rest = data.decode().partition(" ")
         with self._lock:
+            if kind == "s":
+                self._end_sessions_locked(int(rest))
+                return
             if kind == "t":
                 now = time.monotonic()
                 self._tokens.pop(rest, None)
@@ -207,6 +237,19 @@ class NearCache:
 
     def revoked(self, token_hash: str) -> None:
         self._apply(f"t {token_hash}".encode())
+
+    def sessions_ended(self, account: int) -> None:
+        """Applied at once in the process that ended them, as `bumped` is."""
+        self._apply(f"s {account}".encode())
+
+    def _end_sessions_locked(self, account: int) -> None:
+        now = time.monotonic()
+        for cookie in [c for c, owner in self._sessions.items() if owner == account]:
+            del self._sessions[cookie]
+        self._ended[account] = now
+        for other, when in list(self._ended.items()):
+            if now - when > REVOKED_MEMORY:
+                del self._ended[other]
 
     def _bump_locked(self, assessment_id: int, version: int) -> None:
         for kind in KINDS:

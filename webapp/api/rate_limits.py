@@ -69,6 +69,16 @@ def storage_uri(app: Flask) -> str:
     return url
 
 
+def seconds_to_retry(limiter: Limiter) -> int:
+    """Seconds until the window of the limit this request broke ends (60 if unknown)."""
+    try:
+        if limiter.current_limit is not None:
+            return max(1, int(limiter.current_limit.reset_at - time.time()))
+    except redis.RedisError:
+        log.warning("rate limit window unknown (Redis unreachable); Retry-After: 60")
+    return 60
+
+
 def init_app(app: Flask) -> Limiter:
     """Bind a Limiter to this app and limit the API blueprint.
 
@@ -105,12 +115,7 @@ def init_app(app: Flask) -> Limiter:
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):
-        retry_after = 60
-        try:
-            if limiter.current_limit is not None:
-                retry_after = max(1, int(limiter.current_limit.reset_at - time.time()))
-        except redis.RedisError:
-            log.warning("rate limit window unknown (Redis unreachable); Retry-After: 60")
+        retry_after = seconds_to_retry(limiter)
         return problem(
             429,
             "RATE_LIMITED",

@@ -44,6 +44,9 @@ class User(UserMixin, db.Model):
     # Signs callbacks registered on this account's assessments (shown on the account page).
     signing_secret: Mapped[str] = mapped_column(String(64), default=new_signing_secret)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every browser session carries the generation it was made in; logging out or changing the
+    # password moves it on, and sessions of an older generation open nothing (webapp.auth).
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", lazy="raise_on_sql")
 

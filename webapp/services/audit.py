@@ -21,6 +21,7 @@ class Action(enum.StrEnum):
     LOGIN = "login"
     LOGIN_FAILED = "login_failed"
     LOGOUT = "logout"
+    PASSWORD_CHANGED = "password_changed"
     ASSESSMENT_SUBMITTED = "assessment.submitted"
     ASSESSMENT_RESCORED = "assessment.rescored"
     OPERATION_CREATED = "operation.created"

@@ -9,7 +9,17 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from htmx_flask import make_response as htmx_response
 
-from webapp.views import account, admin, auth, presentation, progress, results, student, take
+from webapp.views import (
+    account,
+    admin,
+    auth,
+    login_limits,
+    presentation,
+    progress,
+    results,
+    student,
+    take,
+)
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     auth.bp,
@@ -28,6 +38,7 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(bp)
     app.context_processor(presentation.template_globals)
     app.jinja_env.filters.update(presentation.FILTERS)
+    login_limits.init_app(app)
 
 
 def _guard(bp: Blueprint) -> None:

@@ -1,13 +1,17 @@
-"""The account page: API tokens (the new one shown once) and the webhook signing secret."""
+"""The account page: API tokens (the new one shown once), the webhook signing secret and the
+password."""
 
 from __future__ import annotations
 
 from flask import Blueprint, flash, make_response, redirect, render_template, url_for
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import StringField
+from wtforms import PasswordField, StringField
 from wtforms.validators import Length
 
+from webapp.auth import end_sessions, start_session
+from webapp.services import audit
 from webapp.services.accounts import (
     MAX_TOKEN_NAME,
     TokenNotFound,
@@ -15,6 +19,14 @@ from webapp.services.accounts import (
     list_tokens,
     revoke_token,
 )
+from webapp.services.audit import Action
+from webapp.services.logins import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PasswordRejected,
+    change_password,
+)
+from webapp.views.login_limits import too_many_attempts
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -29,13 +41,40 @@ class RevokeForm(FlaskForm):
     """Revoke one token (CSRF only)."""
 
 
-def _render(form: TokenForm, new_token: str | None = None, status: int = 200):
+NEW_PASSWORD_FIELD = {
+    "minlength": MIN_PASSWORD_LENGTH,
+    "maxlength": MAX_PASSWORD_LENGTH,
+    "autocomplete": "new-password",
+}
+
+
+class PasswordForm(FlaskForm):
+    """The current password, and the new one twice."""
+
+    current = PasswordField(
+        "Current password",
+        validators=[Length(max=MAX_PASSWORD_LENGTH)],
+        render_kw={"maxlength": MAX_PASSWORD_LENGTH, "autocomplete": "current-password"},
+    )
+    new = PasswordField("New password", validators=[Length(max=MAX_PASSWORD_LENGTH)],
+                        render_kw=NEW_PASSWORD_FIELD)  # fmt: skip
+    confirm = PasswordField("New password again", validators=[Length(max=MAX_PASSWORD_LENGTH)],
+                            render_kw=NEW_PASSWORD_FIELD)  # fmt: skip
+
+
+def _render(
+    form: TokenForm,
+    new_token: str | None = None,
+    status: int = 200,
+    password_form: PasswordForm | None = None,
+):
     """The account page; a response showing a new token is never cached."""
     body = render_template(
         "account/page.html",
         form=form,
         tokens=list_tokens(current_user),
         new_token=new_token,
+        password_form=password_form or PasswordForm(formdata=None),
     )
     response = make_response(body, status)
     response.headers["Cache-Control"] = "no-store"
@@ -83,3 +122,30 @@ def revoke(token_id: int):
         return redirect(url_for("account.page"))
     flash(f"Token {row.name or row.hint + '…'} revoked.", "success")
     return redirect(url_for("account.page"))
+
+
+@bp.post("/password")
+@login_required
+def password():
+    """Change the password; every other session of the account ends, this one starts anew."""
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        flash("The password form expired or a field is too long; please try again.", "error")
+        return _render(TokenForm(formdata=None), status=422, password_form=form)
+    user = current_user._get_current_object()
+    try:
+        change_password(user, form.current.data, form.new.data, form.confirm.data)
+    except PasswordRejected as exc:
+        flash(str(exc), "error")
+        return _render(TokenForm(formdata=None), status=422, password_form=form)
+    end_sessions(user)
+    start_session(user)
+    audit.record(Action.PASSWORD_CHANGED, actor=user, entity_type="user", entity_id=user.id)
+    flash("Password changed. Every other session of this account is logged out.", "success")
+    return redirect(url_for("account.page"))
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _throttled(_exc: RateLimitExceeded):
+    """Too many wrong current passwords: the account page, saying when to try again."""
+    return too_many_attempts(lambda: _render(TokenForm(formdata=None)))
