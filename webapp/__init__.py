@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
+from webapp import secret_box
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
 
@@ -37,6 +38,7 @@ def create_app(test_config: dict | None = None) -> Flask:
             )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.getLogger("webapp").setLevel(logging.INFO)
+    secret_box.init_app(app)  # before anything can read or write a signing secret
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))

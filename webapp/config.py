@@ -70,6 +70,11 @@ class Config:
 
     def __init__(self) -> None:
         self.SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+        # Fernet keys sealing signing secrets at rest, comma-separated, newest first; empty: a
+        # key generated once into instance/secrets.key (webapp.secret_box).
+        self.SECRETS_KEY = os.environ.get("SECRETS_KEY", "").strip()
+        # Active (unrevoked) API tokens one account may hold.
+        self.MAX_API_TOKENS = _int("MAX_API_TOKENS", 20)
         self.SQLALCHEMY_DATABASE_URI = database_url()
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip()
         self.OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip()
