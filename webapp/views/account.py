@@ -1,20 +1,33 @@
-"""The account page: API tokens (the new one shown once) and the webhook signing secret."""
+"""The account page: API tokens (the new one shown once, at most MAX_API_TOKENS active) and the
+webhook signing secret (rotated by its owner after a confirmation)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, make_response, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    url_for,
+)
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import StringField
-from wtforms.validators import Length
+from wtforms import BooleanField, StringField
+from wtforms.validators import DataRequired, Length
 
 from webapp.services.accounts import (
     MAX_TOKEN_NAME,
+    TokenLimitReached,
     TokenNotFound,
+    active_token_count,
     issue_token,
     list_tokens,
     revoke_token,
+    rotate_signing_secret,
 )
+from webapp.views.presentation import day_and_time
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -29,6 +42,14 @@ class RevokeForm(FlaskForm):
     """Revoke one token (CSRF only)."""
 
 
+class RotateSecretForm(FlaskForm):
+    """Rotate the account's signing secret: the owner confirms they know what follows."""
+
+    confirm = BooleanField(
+        "Receivers must switch to the new secret within 24 hours", validators=[DataRequired()]
+    )
+
+
 def _render(form: TokenForm, new_token: str | None = None, status: int = 200):
     """The account page; a response showing a new token is never cached."""
     body = render_template(
@@ -36,6 +57,9 @@ def _render(form: TokenForm, new_token: str | None = None, status: int = 200):
         form=form,
         tokens=list_tokens(current_user),
         new_token=new_token,
+        active_tokens=active_token_count(current_user),
+        max_tokens=current_app.config["MAX_API_TOKENS"],
+        rotate_form=RotateSecretForm(formdata=None),
     )
     response = make_response(body, status)
     response.headers["Cache-Control"] = "no-store"
@@ -57,7 +81,11 @@ def create_token():
     if not form.validate_on_submit():
         flash(f"A token name can be at most {MAX_TOKEN_NAME} characters.", "error")
         return _render(form, status=422)
-    _, plain = issue_token(current_user, form.name.data or "")
+    try:
+        _, plain = issue_token(current_user, form.name.data or "")
+    except TokenLimitReached as exc:
+        flash(exc.detail, "error")
+        return _render(form, status=exc.status)
     flash("Token created. Copy it now: it will not be shown again.", "success")
     return _render(TokenForm(formdata=None), new_token=plain, status=201)
 
@@ -82,4 +110,24 @@ def revoke(token_id: int):
         flash("That token does not exist or is not yours.", "error")
         return redirect(url_for("account.page"))
     flash(f"Token {row.name or row.hint + '…'} revoked.", "success")
+    return redirect(url_for("account.page"))
+
+
+@bp.post("/signing-secret/rotate")
+@login_required
+def rotate_secret():
+    """A new signing secret; the old one keeps signing for 24 hours. Needs the confirmation."""
+    form = RotateSecretForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            flash("The form expired; please try again.", "error")
+        else:
+            flash("Tick the confirmation to rotate the signing secret.", "error")
+        return redirect(url_for("account.page"))
+    user = rotate_signing_secret(current_user)
+    grace_ends = day_and_time(user.previous_signing_secret_expires_at)
+    flash(
+        f"New signing secret created. The previous one also signs until {grace_ends}.",
+        "success",
+    )
     return redirect(url_for("account.page"))
