@@ -15,13 +15,16 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from tests.test_webhooks_delivery import add_endpoint
+from tests.conftest import STUDENT
+from tests.test_pipeline import full_answers
+from tests.test_webhooks_delivery import ASSESSMENT_EVENTS, add_endpoint
 from webapp import create_app, secret_box
 from webapp.config import Config
 from webapp.extensions import db
 from webapp.models import User, WebhookEndpoint
 from webapp.models.base import utcnow
 from webapp.secret_box import KEY_FILE, SecretBox, SecretsKeyError, box, key_file_keys, parse_keys
+from webapp.services.accounts import rotate_signing_secret
 
 pytestmark = pytest.mark.db
 
@@ -132,6 +135,45 @@ def site_client(app):
         return client
 
     return make
+
+
+# --- signing, byte for byte as before -----------------------------------------------------------
+
+
+def test_deliveries_after_rotations_verify_with_standardwebhooks(webhook_site, receivers, tokens):
+    """An endpoint's and an account's secret, both rotated: every delivery carries a signature
+    by the new secret and one by the old, each checked by the `standardwebhooks` library."""
+    hook, callback = receivers(), receivers()
+    site = webhook_site()
+    admin, student = site.client(tokens["admin"]), site.client(tokens["student"])
+    endpoint = add_endpoint(admin, hook.url, event_types=["assessment.completed"])
+    rotated = admin.post(f"/api/v1/webhook-endpoints/{endpoint['id']}/rotate-secret").get_json()
+    with site.app.app_context():
+        user = db.session.scalar(select(User).where(User.email == STUDENT[0]))
+        old = user.signing_secret
+        new = rotate_signing_secret(user).signing_secret
+
+    assessment = student.post("/api/v1/assessments", json={"question_set": "python-basics"})
+    assessment = assessment.get_json()
+    registered = student.post(
+        f"/api/v1/assessments/{assessment['id']}/webhook", json={"webhook_url": callback.url}
+    ).get_json()
+    assert registered["signing_secret"] == new != old
+    student.post(
+        f"/api/v1/assessments/{assessment['id']}/submit",
+        json={"responses": full_answers(assessment)},
+    )
+
+    callback.wait_for(len(ASSESSMENT_EVENTS))
+    hook.wait_for(1)
+    for receiver, secrets in (
+        (callback, (new, old)),
+        (hook, (rotated["secret"], endpoint["secret"])),
+    ):
+        assert {len(request.signatures) for request in receiver.received} == {2}
+        for secret in secrets:
+            assert receiver.verified(secret)
+    assert sorted(p["type"] for p in callback.verified(new)) == sorted(ASSESSMENT_EVENTS)
 
 
 # --- the migration seals what was there, and its downgrade opens it -----------------------------
