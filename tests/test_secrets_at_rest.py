@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -15,8 +16,9 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import STUDENT
+from tests.conftest import ADMIN, STUDENT, WEBHOOK_TEST_ENV, start_worker
 from tests.test_pipeline import full_answers
+from tests.test_views import log_in
 from tests.test_webhooks_delivery import ASSESSMENT_EVENTS, add_endpoint
 from webapp import create_app, secret_box
 from webapp.config import Config
@@ -25,6 +27,7 @@ from webapp.models import User, WebhookEndpoint
 from webapp.models.base import utcnow
 from webapp.secret_box import KEY_FILE, SecretBox, SecretsKeyError, box, key_file_keys, parse_keys
 from webapp.services.accounts import rotate_signing_secret
+from webapp.services.webhooks.delivery import requeue_lost
 
 pytestmark = pytest.mark.db
 
@@ -317,26 +320,43 @@ def test_a_wrong_key_is_a_clear_problem_in_the_api_not_a_wrong_secret(app, token
     problem = response.get_json()
     assert problem["code"] == "SECRETS_KEY_MISMATCH"
     assert "SECRETS_KEY" in problem["detail"] and "whsec_" not in response.get_data(as_text=True)
+    browser = wrong.test_client()
+    log_in(browser, ADMIN)
+    page = browser.get(f"/admin/webhooks/{endpoint['id']}")
+    assert page.status_code == 500 and "cannot be decrypted" in page.get_data(as_text=True)
     with wrong.app_context():
         db.engine.dispose()
 
 
-def test_a_worker_with_a_wrong_key_sends_nothing_and_says_why(webhook_site, receivers, tokens):
+def test_a_worker_with_a_wrong_key_sends_nothing_then_the_right_key_delivers_it(
+    webhook_site, receivers, tokens, base_dir, db_url
+):
     receiver = receivers()
     site = webhook_site(SECRETS_KEY=new_key())  # the worker's key is not the site's
     admin = site.client(tokens["admin"])
     endpoint = add_endpoint(admin, receiver.url)
     sent = admin.post(f"/api/v1/webhook-endpoints/{endpoint['id']}/test").get_json()
 
-    [worker] = site.workers
+    [wrong] = site.workers
     deadline = time.monotonic() + 20
-    while "cannot be decrypted with any key in SECRETS_KEY" not in worker.log():
-        assert time.monotonic() < deadline, worker.log()
+    while "cannot be decrypted with any key in SECRETS_KEY" not in wrong.log():
+        assert time.monotonic() < deadline, wrong.log()
         time.sleep(0.2)
     time.sleep(0.5)
     assert receiver.received == []  # no request at all, so no garbage signature either
     delivery = admin.get(f"/api/v1/webhook-deliveries/{sent['id']}").get_json()
     assert delivery["attempt_count"] == 0 and delivery["status"] == "pending"
+
+    # The key is put right: the watchdog's pass sends the waiting delivery, correctly signed.
+    wrong.stop()
+    right = start_worker(base_dir, db_url, site.redis_url, **WEBHOOK_TEST_ENV)
+    try:
+        with site.app.app_context():
+            assert requeue_lost(grace=timedelta(0)) == 1
+        [request] = receiver.wait_for(1)
+        assert request.verify(endpoint["secret"])["type"] == "webhook.test"
+    finally:
+        right.stop()
 
 
 # --- the key itself -------------------------------------------------------------------------------
