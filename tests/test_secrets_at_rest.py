@@ -298,7 +298,7 @@ def test_rotate_secrets_key_without_the_old_key_changes_nothing_and_says_why(app
 # --- a wrong key ----------------------------------------------------------------------------------
 
 
-def test_a_wrong_key_is_a_clear_problem_in_the_api_not_a_wrong_secret(app, tokens, redis_url):
+def test_a_wrong_key_is_a_clear_error_in_the_api_the_pages_and_readyz(app, tokens, redis_url):
     admin = app.test_client()
     admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens['admin']}"
     endpoint = add_endpoint(admin, "https://hooks.example.com/wrong-key")
@@ -324,6 +324,13 @@ def test_a_wrong_key_is_a_clear_problem_in_the_api_not_a_wrong_secret(app, token
     log_in(browser, ADMIN)
     page = browser.get(f"/admin/webhooks/{endpoint['id']}")
     assert page.status_code == 500 and "cannot be decrypted" in page.get_data(as_text=True)
+    ready = wrong.test_client().get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["secrets"] == {
+        "ok": False,
+        "reason": "stored signing secrets cannot be decrypted with SECRETS_KEY",
+    }
+    assert app.test_client().get("/readyz").get_json()["checks"]["secrets"] == {"ok": True}
     with wrong.app_context():
         db.engine.dispose()
 
@@ -381,6 +388,14 @@ def test_without_secrets_key_one_key_is_generated_once_into_instance_mode_0600(t
     with apps[1].app_context():
         assert box().open(sealed) == "whsec_same"
     assert Fernet(found[0][0].encode()).decrypt(sealed) == b"whsec_same"
+
+
+def test_a_garbled_key_file_stops_the_app_and_names_the_file(tmp_path):
+    (tmp_path / KEY_FILE).write_text("garbled\n")
+    bare = Flask(__name__, instance_path=str(tmp_path))
+    bare.config["SECRETS_KEY"] = ""
+    with pytest.raises(RuntimeError, match=f"{tmp_path / KEY_FILE}: key 1 of 1 is not a Fernet"):
+        secret_box.init_app(bare)
 
 
 def test_the_default_secrets_key_is_empty_so_no_constant_key_exists(monkeypatch):

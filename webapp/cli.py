@@ -13,7 +13,7 @@ from webapp.extensions import db
 from webapp.models import Role, User
 from webapp.secret_box import SecretsKeyError
 from webapp.services.accounts import issue_token
-from webapp.services.rekey import rekey_all
+from webapp.services.sealed_secrets import rekey_all
 
 
 def init_app(app: Flask) -> None:

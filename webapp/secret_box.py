@@ -37,16 +37,16 @@ class SecretsKeyError(ScorelineError):
 class SecretBox:
     """Seals and opens short secrets with a list of Fernet keys, the first of which seals."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], source: str = "SECRETS_KEY") -> None:
         if not keys:
-            raise RuntimeError("SECRETS_KEY is empty: give at least one Fernet key")
+            raise RuntimeError(f"{source} is empty: give at least one Fernet key")
         fernets = []
         for number, key in enumerate(keys, start=1):
             try:
                 fernets.append(Fernet(key))
             except ValueError as exc:
                 raise RuntimeError(
-                    f"SECRETS_KEY: key {number} of {len(keys)} is not a Fernet key "
+                    f"{source}: key {number} of {len(keys)} is not a Fernet key "
                     "(32 url-safe base64-encoded bytes, as Fernet.generate_key() makes)"
                 ) from exc
         self._newest = fernets[0]
@@ -123,8 +123,11 @@ def key_file_keys(instance_dir: Path) -> list[str]:
 def init_app(app: Flask) -> None:
     """Build the app's box from SECRETS_KEY, or from the generated key file under instance/."""
     raw = app.config.get("SECRETS_KEY") or ""
-    keys = parse_keys(raw) if raw.strip() else key_file_keys(Path(app.instance_path))
-    app.extensions[EXTENSION] = SecretBox(keys)
+    if raw.strip():
+        app.extensions[EXTENSION] = SecretBox(parse_keys(raw))
+    else:
+        instance = Path(app.instance_path)
+        app.extensions[EXTENSION] = SecretBox(key_file_keys(instance), str(instance / KEY_FILE))
 
 
 def box() -> SecretBox:

@@ -1,7 +1,9 @@
-"""Re-sealing every stored signing secret with the newest key of SECRETS_KEY (key rotation).
+"""The signing secrets stored sealed: does SECRETS_KEY open them (readiness), and re-sealing
+them all with its newest key (key rotation).
 
-Safe beside running web and worker processes: each row is rewritten only if it still holds the
-value read (compare and set), so a secret rotated meanwhile is read again, never overwritten.
+Re-sealing is safe beside running web and worker processes: each row is rewritten only if it
+still holds the value read (compare and set), so a secret rotated meanwhile is read again, never
+overwritten.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ class RekeyReport:
 
     def __str__(self) -> str:
         return f"re-encrypted {self.resealed} secret(s); {self.current} already used the newest key"
+
+
+def newest_sealed_secrets_open() -> None:
+    """Open the newest value of each sealed column: SecretsKeyError when the key does not fit."""
+    sealer = box()
+    for column in SEALED_COLUMNS:
+        key = column.table.c.id
+        newest = db.session.scalar(
+            select(column).where(column.is_not(None)).order_by(key.desc()).limit(1)
+        )
+        if newest is not None:
+            sealer.open(newest)
 
 
 def rekey_all() -> RekeyReport:
