@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 import requests
+from cryptography.fernet import Fernet
 from sqlalchemy import MetaData, delete
 from werkzeug.serving import make_server
 
@@ -46,6 +47,10 @@ from webapp.models import (
     WebhookEvent,
 )
 from webapp.queues import ensure_embedded_redis
+
+# One key seals signing secrets for every app this session builds and every worker it starts (they
+# inherit the environment); tests/test_secrets_at_rest.py builds apps with other keys on purpose.
+os.environ.setdefault("SECRETS_KEY", Fernet.generate_key().decode())
 
 STUDENT = ("student@example.com", "student-password")
 OTHER_STUDENT = ("other@example.com", "other-password")

@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
-from webapp import secret_key
+from webapp import secret_box, secret_key
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
 
@@ -41,6 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.get("SECRET_KEY"), Path(app.instance_path)
     )
     logging.getLogger("webapp").setLevel(logging.INFO)
+    secret_box.init_app(app)  # before anything can read or write a signing secret
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))

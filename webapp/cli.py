@@ -1,4 +1,5 @@
-"""`flask --app wsgi ...` commands: seed-demo, create-user, create-token, prune."""
+"""`flask --app wsgi ...` commands: seed-demo, create-user, create-token, prune, reconcile,
+rotate-secrets-key."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from webapp.errors import ScorelineError
 from webapp.extensions import db
-from webapp.models import ApiToken, Role, User
+from webapp.models import Role, User
+from webapp.secret_box import SecretsKeyError
+from webapp.services.accounts import issue_token
+from webapp.services.sealed_secrets import rekey_all
 
 
 def init_app(app: Flask) -> None:
@@ -18,6 +23,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(create_token_command)
     app.cli.add_command(prune_command)
     app.cli.add_command(reconcile_command)
+    app.cli.add_command(rotate_secrets_key_command)
 
 
 @click.command("seed-demo")
@@ -59,9 +65,10 @@ def create_token_command(email: str, name: str) -> None:
     user = db.session.scalar(select(User).where(User.email == email))
     if user is None:
         raise click.ClickException(f"no user with email {email}")
-    row, plain = ApiToken.issue(user, name=name)
-    db.session.add(row)
-    db.session.commit()
+    try:  # the same rules as the account page: name length, MAX_API_TOKENS
+        _, plain = issue_token(user, name)
+    except ScorelineError as exc:
+        raise click.ClickException(exc.detail) from exc
     click.echo(f"token for {email} (shown once):", err=True)
     click.echo(plain)
 
@@ -86,3 +93,14 @@ def reconcile_command() -> None:
     click.echo(str(report))
     if report.redis_down:
         raise click.ClickException("Redis is unreachable")
+
+
+@click.command("rotate-secrets-key")
+@with_appcontext
+def rotate_secrets_key_command() -> None:
+    """Re-encrypt every stored signing secret with the newest key of SECRETS_KEY."""
+    try:
+        report = rekey_all()
+    except SecretsKeyError as exc:  # nothing was written; the message says which key is missing
+        raise click.ClickException(exc.detail) from exc
+    click.echo(str(report))

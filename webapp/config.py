@@ -71,6 +71,11 @@ class Config:
     def __init__(self) -> None:
         # Unset: create_app uses the checkout's generated key (webapp/secret_key.py).
         self.SECRET_KEY = os.environ.get("SECRET_KEY", "").strip() or None
+        # Fernet keys sealing signing secrets at rest, comma-separated, newest first; empty: a
+        # key generated once into instance/secrets.key (webapp.secret_box).
+        self.SECRETS_KEY = os.environ.get("SECRETS_KEY", "").strip()
+        # Active (unrevoked) API tokens one account may hold.
+        self.MAX_API_TOKENS = _int("MAX_API_TOKENS", 20)
         self.SQLALCHEMY_DATABASE_URI = database_url()
         self.REDIS_URL = os.environ.get("REDIS_URL", "").strip()
         self.OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "").strip()

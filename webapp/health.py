@@ -11,6 +11,8 @@ from sqlalchemy import text
 
 from webapp.extensions import db
 from webapp.queues import get_redis
+from webapp.secret_box import SecretsKeyError
+from webapp.services.sealed_secrets import newest_sealed_secrets_open
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -24,8 +26,12 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Database, Redis and at least one live worker; 503 with the reasons when any is missing."""
+    """Database, Redis, at least one live worker and a SECRETS_KEY that opens the stored
+    secrets; 503 with the reasons when any is missing."""
     checks = {"database": _database(), "redis": _redis()}
+    checks["secrets"] = (
+        _secrets() if checks["database"]["ok"] else _skipped("the database is unreachable")
+    )
     checks["workers"] = _workers() if checks["redis"]["ok"] else _skipped("Redis is unreachable")
     ready = all(check["ok"] for check in checks.values())
     body = {"status": "ready" if ready else "not ready", "checks": checks}
@@ -41,6 +47,18 @@ def _database() -> dict:
         db.session.rollback()
         log.warning("readyz: database check failed: %s", exc)
         return {"ok": False, "reason": f"database unreachable: {type(exc).__name__}"}
+
+
+def _secrets() -> dict:
+    """Does SECRETS_KEY open the newest stored secrets (a host with another key cannot sign)?"""
+    try:
+        newest_sealed_secrets_open()
+        return {"ok": True}
+    except SecretsKeyError:
+        return {
+            "ok": False,
+            "reason": "stored signing secrets cannot be decrypted with SECRETS_KEY",
+        }
 
 
 def _redis() -> dict:

@@ -13,6 +13,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -40,37 +41,41 @@ def resolve(configured: str | None, instance_dir: Path) -> str:
 
 def instance_key(instance_dir: Path) -> str:
     """Read `instance_dir/secret_key`, creating it (0600, random) if it does not exist yet."""
-    path = instance_dir / FILE_NAME
+    return instance_secret(instance_dir / FILE_NAME, lambda: secrets.token_urlsafe(64))
+
+
+def instance_secret(path: Path, generate: Callable[[], str]) -> str:
+    """The secret kept in `path` (mode 0600), written from `generate()` the first time."""
     if not path.exists():
-        _create(path)
+        _create(path, generate)
     _tighten(path)
     for _ in range(50):  # another process may have linked it a moment ago: it is complete
-        key = path.read_text().strip()
-        if key:
-            return key
+        value = path.read_text().strip()
+        if value:
+            return value
         time.sleep(0.01)
-    raise RuntimeError(f"{path} is empty; delete it to have a new key generated")
+    raise RuntimeError(f"{path} is empty; delete it to have a new one generated")
 
 
-def _create(path: Path) -> None:
-    """Write a new key where no process can see it half-written, then link it into place.
+def _create(path: Path, generate: Callable[[], str]) -> None:
+    """Write a new secret where no process can see it half-written, then link it into place.
 
     `os.link` fails if the name exists, so when several processes start at once exactly one
-    key wins and everyone reads that one.
+    secret wins and everyone reads that one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{FILE_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(64) + "\n")
+            handle.write(generate() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         try:
             os.link(draft, path)
-            log.info("generated a secret key in %s (SECRET_KEY shares one across hosts)", path)
+            log.info("generated %s (set it in the environment to share one across hosts)", path)
         except FileExistsError:
-            pass  # another process won; its key is the one
+            pass  # another process won; its secret is the one
     finally:
         draft.unlink(missing_ok=True)
 

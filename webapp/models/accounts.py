@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, String
@@ -14,8 +15,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from webapp.extensions import db
 from webapp.models.base import UTCDateTime, utcnow
+from webapp.secret_box import Sealed, seal
 
 TOKEN_PREFIX = "sl_"
+# A rotated-out signing secret (an endpoint's or an account's) keeps signing this long.
+ROTATION_GRACE = timedelta(hours=24)
 
 
 class Role(enum.StrEnum):
@@ -27,9 +31,17 @@ class Role(enum.StrEnum):
 
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: `whsec_` and 32 random bytes in base64."""
-    import base64
-
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_sealed_secret() -> str:
+    """A new signing secret, sealed for its column (a column default)."""
+    return seal(new_signing_secret())
+
+
+def in_grace(expires_at: datetime | None, now: datetime | None = None) -> bool:
+    """True while a rotated-out secret still signs (its grace has not ended)."""
+    return expires_at is not None and expires_at > (now or utcnow())
 
 
 class User(UserMixin, db.Model):
@@ -41,14 +53,25 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(255), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(String(16), default=Role.STUDENT)
-    # Signs callbacks registered on this account's assessments (shown on the account page).
-    signing_secret: Mapped[str] = mapped_column(String(64), default=new_signing_secret)
+    # Signs callbacks registered on this account's assessments (shown on the account page);
+    # stored sealed (webapp.secret_box), opened only when read.
+    sealed_signing_secret: Mapped[str] = mapped_column(
+        "signing_secret", String(255), default=new_sealed_secret
+    )
+    # After a rotation the old secret keeps signing (a second signature) until it expires.
+    sealed_previous_signing_secret: Mapped[str | None] = mapped_column(
+        "previous_signing_secret", String(255)
+    )
+    previous_signing_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Every browser session carries the generation it was made in; logging out or changing the
     # password moves it on, and sessions of an older generation open nothing (webapp.auth).
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", lazy="raise_on_sql")
+
+    signing_secret = Sealed("sealed_signing_secret")
+    previous_signing_secret = Sealed("sealed_previous_signing_secret")
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of the password, never the password."""
@@ -57,6 +80,15 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         """True when the password matches the stored hash."""
         return check_password_hash(self.password_hash, password)
+
+    def active_signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """The secrets that sign this account's callbacks now: the current one, and the previous
+        during its grace."""
+        if self.sealed_previous_signing_secret and in_grace(
+            self.previous_signing_secret_expires_at, now
+        ):
+            return [self.signing_secret, self.previous_signing_secret]
+        return [self.signing_secret]
 
     @property
     def is_admin(self) -> bool:

@@ -25,8 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
-from webapp.models.accounts import new_signing_secret
+from webapp.models.accounts import in_grace, new_sealed_secret
 from webapp.models.base import UTCDateTime, isoformat, utcnow
+from webapp.secret_box import Sealed
 
 
 class EventType(enum.StrEnum):
@@ -102,14 +103,18 @@ class WebhookEndpoint(db.Model):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    secret: Mapped[str] = mapped_column(String(64), default=new_signing_secret)
+    # Both secrets are stored sealed (webapp.secret_box) and opened only when read.
+    sealed_secret: Mapped[str] = mapped_column("secret", String(255), default=new_sealed_secret)
     # After a rotation the old secret keeps signing (a second signature) until it expires.
-    previous_secret: Mapped[str | None] = mapped_column(String(64))
+    sealed_previous_secret: Mapped[str | None] = mapped_column("previous_secret", String(255))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Start of the current run of failed attempts; None after any success.
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    secret = Sealed("sealed_secret")
+    previous_secret = Sealed("sealed_previous_secret")
 
     def wants(self, event_type: str) -> bool:
         """True when the filter lets this event type through (an empty filter lets all)."""
@@ -117,20 +122,14 @@ class WebhookEndpoint(db.Model):
 
     def active_secrets(self, now: datetime | None = None) -> list[str]:
         """The secrets that sign right now: the current one, and the previous during its grace."""
-        now = now or utcnow()
-        secrets = [self.secret]
-        if (
-            self.previous_secret
-            and self.previous_secret_expires_at
-            and self.previous_secret_expires_at > now
-        ):
-            secrets.append(self.previous_secret)
-        return secrets
+        if self.sealed_previous_secret and in_grace(self.previous_secret_expires_at, now):
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
     def to_dict(self) -> dict:
         """The API's view of an endpoint (admins only: it carries the secret)."""
         grace_ends = self.previous_secret_expires_at
-        if grace_ends is not None and grace_ends <= utcnow():
+        if not in_grace(grace_ends):
             grace_ends = None
         return {
             "id": self.id,

@@ -1,16 +1,23 @@
-"""API tokens an account owns: list, issue (the plain token is shown once) and revoke."""
+"""What an account owns: API tokens (list, issue, shown once, revoke; capped per account) and
+its webhook signing secret (rotated by the owner, the old one signing for a grace)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import func, select, update
 
 from webapp.auth import forget_token
 from webapp.errors import ScorelineError, ValidationFailed
 from webapp.extensions import db
 from webapp.models import ApiToken, User
-from webapp.models.base import utcnow
+from webapp.models.accounts import ROTATION_GRACE, new_signing_secret
+from webapp.models.base import isoformat, utcnow
+from webapp.services import audit
+from webapp.services.audit import Action
 
 MAX_TOKEN_NAME = 100
+# Revoked tokens listed on the account page (the newest): the page stays small however many.
+REVOKED_SHOWN = 10
 
 
 class TokenNotFound(ScorelineError):
@@ -19,12 +26,29 @@ class TokenNotFound(ScorelineError):
     status, code, title = 404, "TOKEN_NOT_FOUND", "Token not found"
 
 
+class TokenLimitReached(ScorelineError):
+    """The account already holds MAX_API_TOKENS active tokens."""
+
+    status, code, title = 409, "TOKEN_LIMIT_REACHED", "Too many API tokens"
+
+
 def list_tokens(user: User) -> list[ApiToken]:
-    """The account's tokens, active first, newest first within each group."""
-    rows = db.session.scalars(
-        select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())
+    """The account's active tokens, then its REVOKED_SHOWN newest revoked ones; newest first."""
+    newest_first = select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())
+    active = db.session.scalars(newest_first.where(ApiToken.revoked_at.is_(None)))
+    revoked = db.session.scalars(
+        newest_first.where(ApiToken.revoked_at.is_not(None)).limit(REVOKED_SHOWN)
     )
-    return sorted(rows, key=lambda row: row.revoked_at is not None)
+    return [*active, *revoked]
+
+
+def active_token_count(user: User) -> int:
+    """How many of the account's tokens work (not revoked)."""
+    return db.session.scalar(
+        select(func.count())
+        .select_from(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    )
 
 
 def issue_token(user: User, name: str = "") -> tuple[ApiToken, str]:
@@ -34,6 +58,21 @@ def issue_token(user: User, name: str = "") -> tuple[ApiToken, str]:
         raise ValidationFailed(
             "The token name is too long.",
             errors=[{"field": "name", "message": f"at most {MAX_TOKEN_NAME} characters"}],
+        )
+    cap = current_app.config["MAX_API_TOKENS"]
+    # A no-op UPDATE of the account row: PostgreSQL locks the row, SQLite the database, until
+    # commit, so concurrent requests count and insert one at a time and the cap holds.
+    db.session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(id=User.id)
+        .execution_options(synchronize_session=False)
+    )
+    if active_token_count(user) >= cap:
+        db.session.rollback()
+        raise TokenLimitReached(
+            f"An account can hold at most {cap} active API tokens. "
+            "Revoke one you no longer use, then create the new one."
         )
     row, plain = ApiToken.issue(user, name=name)
     db.session.add(row)
@@ -51,3 +90,19 @@ def revoke_token(user: User, token_id: int) -> ApiToken:
         db.session.commit()
     forget_token(row.token_hash)
     return row
+
+
+def rotate_signing_secret(user: User) -> User:
+    """A new account signing secret signs from now on; the old one keeps signing for the grace."""
+    user.sealed_previous_signing_secret = user.sealed_signing_secret  # moved sealed, not opened
+    user.previous_signing_secret_expires_at = utcnow() + ROTATION_GRACE
+    user.signing_secret = new_signing_secret()
+    db.session.commit()
+    audit.record(
+        Action.ACCOUNT_SECRET_ROTATED,
+        actor=user,
+        entity_type="user",
+        entity_id=user.id,
+        details={"previous_secret_expires_at": isoformat(user.previous_signing_secret_expires_at)},
+    )
+    return user

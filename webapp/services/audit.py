@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     OPERATION_CREATED = "operation.created"
     TOKEN_CREATED = "token.created"
     TOKEN_REVOKED = "token.revoked"
+    ACCOUNT_SECRET_ROTATED = "account.secret_rotated"
     WEBHOOK_ENDPOINT_CREATED = "webhook_endpoint.created"
     WEBHOOK_ENDPOINT_UPDATED = "webhook_endpoint.updated"
     WEBHOOK_ENDPOINT_DELETED = "webhook_endpoint.deleted"

@@ -1,23 +1,34 @@
-"""The account page: API tokens (the new one shown once), the webhook signing secret and the
-password."""
+"""The account page: API tokens (the new one shown once, at most MAX_API_TOKENS active), the
+webhook signing secret (rotated by its owner after a confirmation) and the password."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, make_response, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    url_for,
+)
 from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
-from wtforms.validators import Length
+from wtforms import BooleanField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length
 
 from webapp.auth import end_sessions, start_session
 from webapp.services import audit
 from webapp.services.accounts import (
     MAX_TOKEN_NAME,
+    TokenLimitReached,
     TokenNotFound,
+    active_token_count,
     issue_token,
     list_tokens,
     revoke_token,
+    rotate_signing_secret,
 )
 from webapp.services.audit import Action
 from webapp.services.logins import (
@@ -27,6 +38,7 @@ from webapp.services.logins import (
     change_password,
 )
 from webapp.views.login_limits import too_many_attempts
+from webapp.views.presentation import day_and_time
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -62,6 +74,14 @@ class PasswordForm(FlaskForm):
                             render_kw=NEW_PASSWORD_FIELD)  # fmt: skip
 
 
+class RotateSecretForm(FlaskForm):
+    """Rotate the account's signing secret: the owner confirms they know what follows."""
+
+    confirm = BooleanField(
+        "Receivers must switch to the new secret within 24 hours", validators=[DataRequired()]
+    )
+
+
 def _render(
     form: TokenForm,
     new_token: str | None = None,
@@ -75,6 +95,9 @@ def _render(
         tokens=list_tokens(current_user),
         new_token=new_token,
         password_form=password_form or PasswordForm(formdata=None),
+        active_tokens=active_token_count(current_user),
+        max_tokens=current_app.config["MAX_API_TOKENS"],
+        rotate_form=RotateSecretForm(formdata=None),
     )
     response = make_response(body, status)
     response.headers["Cache-Control"] = "no-store"
@@ -96,7 +119,11 @@ def create_token():
     if not form.validate_on_submit():
         flash(f"A token name can be at most {MAX_TOKEN_NAME} characters.", "error")
         return _render(form, status=422)
-    _, plain = issue_token(current_user, form.name.data or "")
+    try:
+        _, plain = issue_token(current_user, form.name.data or "")
+    except TokenLimitReached as exc:
+        flash(exc.detail, "error")
+        return _render(form, status=exc.status)
     flash("Token created. Copy it now: it will not be shown again.", "success")
     return _render(TokenForm(formdata=None), new_token=plain, status=201)
 
@@ -149,3 +176,23 @@ def password():
 def _throttled(_exc: RateLimitExceeded):
     """Too many wrong current passwords: the account page, saying when to try again."""
     return too_many_attempts(lambda: _render(TokenForm(formdata=None)))
+
+
+@bp.post("/signing-secret/rotate")
+@login_required
+def rotate_secret():
+    """A new signing secret; the old one keeps signing for 24 hours. Needs the confirmation."""
+    form = RotateSecretForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            flash("The form expired; please try again.", "error")
+        else:
+            flash("Tick the confirmation to rotate the signing secret.", "error")
+        return redirect(url_for("account.page"))
+    user = rotate_signing_secret(current_user)
+    grace_ends = day_and_time(user.previous_signing_secret_expires_at)
+    flash(
+        f"New signing secret created. The previous one also signs until {grace_ends}.",
+        "success",
+    )
+    return redirect(url_for("account.page"))

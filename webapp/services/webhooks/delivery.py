@@ -392,7 +392,7 @@ def signing_keys(delivery: Delivery) -> list[str]:
     if delivery.endpoint is not None:
         return delivery.endpoint.active_secrets()
     assessment = db.session.get(Assessment, delivery.callback.assessment_id)
-    return [assessment.user.signing_secret]
+    return assessment.user.active_signing_secrets()
 
 
 def record_all(attempts: list[tuple[Planned, Outcome]]) -> None:

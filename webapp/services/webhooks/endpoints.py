@@ -23,7 +23,7 @@ from webapp.models import (
     User,
     WebhookEndpoint,
 )
-from webapp.models.accounts import new_signing_secret
+from webapp.models.accounts import ROTATION_GRACE, new_signing_secret
 from webapp.models.base import isoformat, utcnow
 from webapp.services import audit
 from webapp.services.audit import Action
@@ -31,7 +31,6 @@ from webapp.services.webhooks import bulkhead, events
 from webapp.services.webhooks import delivery as deliveries
 from webapp.services.webhooks.url_guard import AddressGuard, validate_url
 
-ROTATION_GRACE = timedelta(hours=24)
 MAX_DESCRIPTION = 500
 HEALTH_WINDOW = timedelta(hours=24)
 DELIVERY_PAGE = 100
@@ -290,7 +289,7 @@ def delete_endpoint(endpoint: WebhookEndpoint, actor: User) -> None:
 
 def rotate_secret(endpoint: WebhookEndpoint, actor: User) -> WebhookEndpoint:
     """A new secret signs from now on; the old one keeps signing too for 24 hours."""
-    endpoint.previous_secret = endpoint.secret
+    endpoint.sealed_previous_secret = endpoint.sealed_secret  # moved as sealed: nothing opened
     endpoint.previous_secret_expires_at = utcnow() + ROTATION_GRACE
     endpoint.secret = new_signing_secret()
     db.session.commit()
