@@ -108,8 +108,9 @@ def _announce_sessions_ended(user_id: int) -> None:
 @login_manager.request_loader
 def load_user_from_bearer(req) -> User | None:
     """The user behind an `Authorization: Bearer <token>` header, if the token is valid."""
-    token = req.headers.get("Authorization", "").partition(" ")[2]
-    if not sends_bearer(req.headers.get("Authorization", "")) or not token.strip():
+    header = req.headers.get("Authorization", "")
+    token = header.partition(" ")[2]
+    if not sends_bearer(header) or not token.strip():
         return None
     row = db.session.scalar(
         select(ApiToken)

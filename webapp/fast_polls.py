@@ -206,8 +206,9 @@ def _session_of(owner: int, ticket) -> bool:
         return True
     if not current_user.is_authenticated or current_user.id != owner:
         return False
-    if not authenticated_by_token():
-        near.put_session(ticket, cookie, owner, g.session_checked_at)
+    checked_at = g.get("session_checked_at")  # set by the session check (auth.load_user)
+    if checked_at is not None and not authenticated_by_token():
+        near.put_session(ticket, cookie, owner, checked_at)
     return True
 
 

@@ -4,8 +4,9 @@ Two limits on the login form, RATE_LIMIT_LOGIN_ACCOUNT per email (whichever addr
 so spreading a guessing run over many machines does not help) and RATE_LIMIT_LOGIN_IP per
 client address (so one machine cannot try one password on many accounts). Only failures count
 (a 400 answer): a person who logs in often is never throttled. Wrong current passwords on the
-account page's password form count against the account limit too. Past a limit the attempt is
-refused, right password or not, with 429, `Retry-After` and a message on the page.
+account page's password form (a 422 answer) count against the same two counters. Past a limit
+the attempt is refused, right password or not, with 429, `Retry-After` and a message on the
+page.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ Score assessments in stages on background workers; poll operations or receive we
 
 **Authentication.** `Authorization: Bearer <token>` (tokens from the account page or
 `flask create-token`), or the browser session, whose writes need an `X-CSRFToken` header.
+A request with a Bearer header is judged by that token alone, whatever cookie it carries.
 401 `UNAUTHORIZED` without valid credentials, 403 `FORBIDDEN` for another account's resource or a
 missing role, 404 for what does not exist (ids above 2147483647 included). Errors are
 `application/problem+json`; text containing NUL characters is 422 `VALIDATION_ERROR`.
