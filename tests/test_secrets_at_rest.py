@@ -278,6 +278,39 @@ def test_a_new_key_reads_old_rows_and_rotate_secrets_key_reseals_them(app_on):
         assert endpoint.secret == plain[1]
 
 
+def test_rotate_secrets_key_never_overwrites_a_secret_rotated_meanwhile(app_on):
+    """An admin rotates the endpoint's secret (in another process, still on the old key) between
+    the command's read and its write: the command reads the row again and keeps the new secret."""
+    old, new = new_key(), new_key()
+    with app_on(old).app_context():
+        upgrade()
+        db.session.add(WebhookEndpoint(url="https://hooks.example.com/busy"))
+        db.session.commit()
+    rotated_meanwhile = Fernet(old.encode()).encrypt(b"whsec_rotated-meanwhile").decode()
+
+    both = app_on(f"{new},{old}")
+    with both.app_context():
+        fired = []
+
+        def rotate_first(conn, cursor, statement, parameters, context, executemany):
+            if statement.startswith("UPDATE webhook_endpoints") and not fired:
+                fired.append(statement)
+                with db.engine.connect() as other, other.begin():
+                    other.execute(
+                        text("UPDATE webhook_endpoints SET secret = :s"), {"s": rotated_meanwhile}
+                    )
+
+        sa.event.listen(db.engine, "before_cursor_execute", rotate_first)
+        try:
+            result = both.test_cli_runner().invoke(args=["rotate-secrets-key"])
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", rotate_first)
+        assert fired and result.exit_code == 0, result.output
+        assert "re-encrypted 1 secret(s)" in result.output
+        [sealed] = raw_secrets(db.engine)
+        assert Fernet(new.encode()).decrypt(sealed) == b"whsec_rotated-meanwhile"
+
+
 def test_rotate_secrets_key_without_the_old_key_changes_nothing_and_says_why(app_on):
     old = new_key()
     with app_on(old).app_context():
