@@ -3,6 +3,9 @@ show their owner; the key rotates without losing a row, and a wrong key signs no
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +24,7 @@ from tests.test_pipeline import full_answers
 from tests.test_views import log_in
 from tests.test_webhooks_delivery import ASSESSMENT_EVENTS, add_endpoint
 from webapp import create_app, secret_box
-from webapp.config import Config
+from webapp.config import PROJECT_ROOT, Config
 from webapp.extensions import db
 from webapp.models import User, WebhookEndpoint
 from webapp.models.base import utcnow
@@ -429,6 +432,23 @@ def test_a_garbled_key_file_stops_the_app_and_names_the_file(tmp_path):
     bare.config["SECRETS_KEY"] = ""
     with pytest.raises(RuntimeError, match=f"{tmp_path / KEY_FILE}: key 1 of 1 is not a Fernet"):
         secret_box.init_app(bare)
+
+
+def test_a_process_that_only_serves_polls_never_loads_the_cipher(tmp_path):
+    """`cryptography`'s bindings map ~10 MB; a web process pays for them only once it needs a
+    secret (the memory benchmark's web process never does)."""
+    script = (
+        "import sys\n"
+        "from webapp import create_app\n"
+        f"app = create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite:///{tmp_path / 'x.db'}'}})\n"
+        "app.test_client().get('/healthz')\n"
+        "print('cryptography.fernet' in sys.modules)\n"
+    )
+    env = {**os.environ, "SCORELINE_INSTANCE": str(tmp_path)}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert loaded.stdout.strip() == "False", loaded.stderr
 
 
 def test_the_default_secrets_key_is_empty_so_no_constant_key_exists(monkeypatch):
