@@ -3,6 +3,9 @@ show their owner; the key rotates without losing a row, and a wrong key signs no
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +24,7 @@ from tests.test_pipeline import full_answers
 from tests.test_views import log_in
 from tests.test_webhooks_delivery import ASSESSMENT_EVENTS, add_endpoint
 from webapp import create_app, secret_box
-from webapp.config import Config
+from webapp.config import PROJECT_ROOT, Config
 from webapp.extensions import db
 from webapp.models import User, WebhookEndpoint
 from webapp.models.base import utcnow
@@ -278,6 +281,39 @@ def test_a_new_key_reads_old_rows_and_rotate_secrets_key_reseals_them(app_on):
         assert endpoint.secret == plain[1]
 
 
+def test_rotate_secrets_key_never_overwrites_a_secret_rotated_meanwhile(app_on):
+    """An admin rotates the endpoint's secret (in another process, still on the old key) between
+    the command's read and its write: the command reads the row again and keeps the new secret."""
+    old, new = new_key(), new_key()
+    with app_on(old).app_context():
+        upgrade()
+        db.session.add(WebhookEndpoint(url="https://hooks.example.com/busy"))
+        db.session.commit()
+    rotated_meanwhile = Fernet(old.encode()).encrypt(b"whsec_rotated-meanwhile").decode()
+
+    both = app_on(f"{new},{old}")
+    with both.app_context():
+        fired = []
+
+        def rotate_first(conn, cursor, statement, parameters, context, executemany):
+            if statement.startswith("UPDATE webhook_endpoints") and not fired:
+                fired.append(statement)
+                with db.engine.connect() as other, other.begin():
+                    other.execute(
+                        text("UPDATE webhook_endpoints SET secret = :s"), {"s": rotated_meanwhile}
+                    )
+
+        sa.event.listen(db.engine, "before_cursor_execute", rotate_first)
+        try:
+            result = both.test_cli_runner().invoke(args=["rotate-secrets-key"])
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", rotate_first)
+        assert fired and result.exit_code == 0, result.output
+        assert "re-encrypted 1 secret(s)" in result.output
+        [sealed] = raw_secrets(db.engine)
+        assert Fernet(new.encode()).decrypt(sealed) == b"whsec_rotated-meanwhile"
+
+
 def test_rotate_secrets_key_without_the_old_key_changes_nothing_and_says_why(app_on):
     old = new_key()
     with app_on(old).app_context():
@@ -396,6 +432,23 @@ def test_a_garbled_key_file_stops_the_app_and_names_the_file(tmp_path):
     bare.config["SECRETS_KEY"] = ""
     with pytest.raises(RuntimeError, match=f"{tmp_path / KEY_FILE}: key 1 of 1 is not a Fernet"):
         secret_box.init_app(bare)
+
+
+def test_a_process_that_only_serves_polls_never_loads_the_cipher(tmp_path):
+    """`cryptography`'s bindings map ~10 MB; a web process pays for them only once it needs a
+    secret (the memory benchmark's web process never does)."""
+    script = (
+        "import sys\n"
+        "from webapp import create_app\n"
+        f"app = create_app({{'SQLALCHEMY_DATABASE_URI': 'sqlite:///{tmp_path / 'x.db'}'}})\n"
+        "app.test_client().get('/healthz')\n"
+        "print('cryptography.fernet' in sys.modules)\n"
+    )
+    env = {**os.environ, "SCORELINE_INSTANCE": str(tmp_path)}
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert loaded.stdout.strip() == "False", loaded.stderr
 
 
 def test_the_default_secrets_key_is_empty_so_no_constant_key_exists(monkeypatch):

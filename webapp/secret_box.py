@@ -8,12 +8,15 @@ of one checkout shares; several hosts must set SECRETS_KEY to the same value.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
+import os
 import re
 from pathlib import Path
+from types import ModuleType
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
 
 from webapp.errors import ScorelineError
@@ -32,27 +35,54 @@ class SecretsKeyError(ScorelineError):
     status, code, title = 500, "SECRETS_KEY_MISMATCH", "Stored secrets cannot be decrypted"
 
 
+@functools.cache
+def _fernet() -> ModuleType:
+    """`cryptography.fernet`, imported on first use: it maps ~10 MB (OpenSSL), which a web
+    process that only answers polls never needs."""
+    import cryptography.fernet
+
+    return cryptography.fernet
+
+
+def new_key() -> str:
+    """A new Fernet key (what `Fernet.generate_key()` makes: 32 random bytes, url-safe base64)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def is_fernet_key(key: str) -> bool:
+    """True for 32 bytes in url-safe base64, the check Fernet itself makes."""
+    try:
+        return len(base64.urlsafe_b64decode(key.encode())) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
 class SecretBox:
     """Seals and opens short secrets with a list of Fernet keys, the first of which seals."""
 
     def __init__(self, keys: list[str], source: str = "SECRETS_KEY") -> None:
         if not keys:
             raise RuntimeError(f"{source} is empty: give at least one Fernet key")
-        fernets = []
         for number, key in enumerate(keys, start=1):
-            try:
-                fernets.append(Fernet(key))
-            except ValueError as exc:
+            if not is_fernet_key(key):
                 raise RuntimeError(
                     f"{source}: key {number} of {len(keys)} is not a Fernet key "
                     "(32 url-safe base64-encoded bytes, as Fernet.generate_key() makes)"
-                ) from exc
-        self._newest = fernets[0]
-        self._all = MultiFernet(fernets)
+                )
+        self._keys = list(keys)
         # Opening costs ~50 us, more than signing; a delivery job opens its targets' secrets
         # every time. A process holding the key can open every row anyway, so remembering the
         # recently opened ones exposes nothing more.
         self._opened = functools.lru_cache(maxsize=OPENED_CACHE)(self._open)
+
+    @functools.cached_property
+    def _newest(self):
+        return _fernet().Fernet(self._keys[0])
+
+    @functools.cached_property
+    def _all(self):
+        fernet = _fernet()
+        return fernet.MultiFernet([fernet.Fernet(key) for key in self._keys])
 
     def seal(self, plain: str) -> str:
         """The secret encrypted (and authenticated) with the newest key."""
@@ -65,7 +95,7 @@ class SecretBox:
     def _open(self, sealed: str) -> str:
         try:
             return self._all.decrypt(sealed).decode()
-        except InvalidToken:
+        except _fernet().InvalidToken:
             log.error("secrets at rest: %s", _MISMATCH)
             raise SecretsKeyError(_MISMATCH) from None
 
@@ -73,7 +103,7 @@ class SecretBox:
         """True when the newest key opens it (nothing to re-encrypt)."""
         try:
             self._newest.decrypt(sealed)
-        except InvalidToken:
+        except _fernet().InvalidToken:
             return False
         return True
 
@@ -81,7 +111,7 @@ class SecretBox:
         """The same secret sealed with the newest key; SecretsKeyError when no key opens it."""
         try:
             return self._all.rotate(sealed).decode("ascii")
-        except InvalidToken:
+        except _fernet().InvalidToken:
             raise SecretsKeyError(_MISMATCH) from None
 
 
@@ -99,9 +129,7 @@ def parse_keys(raw: str) -> list[str]:
 
 def key_file_keys(instance_dir: Path) -> list[str]:
     """The keys in `instance/secrets.key`, generating one key there (mode 0600) the first time."""
-    return parse_keys(
-        instance_secret(instance_dir / KEY_FILE, lambda: Fernet.generate_key().decode())
-    )
+    return parse_keys(instance_secret(instance_dir / KEY_FILE, new_key))
 
 
 def init_app(app: Flask) -> None:

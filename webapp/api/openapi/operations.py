@@ -44,7 +44,10 @@ RESPONSES = {
         "Conflict": "The resource's state forbids it, or the idempotency key is in use.",
         "TooLarge": "The body is larger than MAX_CONTENT_LENGTH (`PAYLOAD_TOO_LARGE`).",
         "Invalid": "Field problems listed in `errors` (`VALIDATION_ERROR`), or a reused key.",
-        "Error": "An unexpected error (`INTERNAL_ERROR`); it was logged.",
+        "Error": (
+            "An unexpected error (`INTERNAL_ERROR`), or stored signing secrets that SECRETS_KEY "
+            "cannot decrypt (`SECRETS_KEY_MISMATCH`); either is logged."
+        ),
     }.items()
 }
 RESPONSES["RateLimited"] = {
