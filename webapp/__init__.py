@@ -9,8 +9,10 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
+from webapp import request_body
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
+from webapp.request_values import MAX_ID
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -43,6 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     htmx.init_app(app)
+    request_body.init_app(app)  # after htmx-flask, whose request class it extends
     with app.app_context():
         _tune_sqlite(db.engine)
 
@@ -65,10 +68,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(health.bp)
     return app
-
-
-# Ids are INTEGER columns: PostgreSQL refuses larger numbers, and SQLite past 64 bits.
-MAX_ID = 2**31 - 1
 
 
 class BoundedIntegerConverter(IntegerConverter):

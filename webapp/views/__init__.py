@@ -10,6 +10,7 @@ from flask_wtf.csrf import CSRFError
 from htmx_flask import make_response as htmx_response
 
 from webapp.views import account, admin, auth, presentation, progress, results, student, take
+from webapp.views.text_guard import guard as guard_text
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     auth.bp,
@@ -55,3 +56,4 @@ def _guard(bp: Blueprint) -> None:
 # Once per process, not per app: a blueprint takes no new handlers after its first registration.
 for _bp in BLUEPRINTS:
     _guard(_bp)
+    guard_text(_bp)
