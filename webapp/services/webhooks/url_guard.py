@@ -182,6 +182,8 @@ def parse_url(url: object, field: str = "url") -> SplitResult:
         raise _invalid(f"The URL is longer than {MAX_URL_LENGTH} characters.", field)
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise _invalid("The URL contains spaces or control characters.", field)
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in url):  # no encoding can send these
+        raise _invalid("The URL contains unpaired surrogates (invalid Unicode).", field)
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # "http://[::1/", "http://[zz]/": brackets that hold no address
