@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ADMIN
 from tests.test_admin_audit import log_in
-from tests.test_odd_input import site  # noqa: F401  (the fixture)
+from tests.test_odd_input import admin_api, endpoint_id, site  # noqa: F401  (fixtures)
 from webapp.errors import ValidationFailed
 from webapp.request_values import (
     MAX_ID,
@@ -166,22 +166,9 @@ def assert_no_server_error(response) -> None:
 
 
 @pytest.fixture()
-def admin_api(site, tokens):  # noqa: F811
-    client = site.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens['admin']}"
-    return client
-
-
-@pytest.fixture()
-def draft(admin_api) -> dict:
+def draft(admin_api) -> dict:  # noqa: F811
     created = admin_api.post("/api/v1/assessments", json={"question_set": "python-basics"})
     return created.get_json()
-
-
-@pytest.fixture()
-def endpoint_id(admin_api) -> int:
-    created = admin_api.post("/api/v1/webhook-endpoints", json={"url": "https://example.com/h"})
-    return created.get_json()["id"]
 
 
 def query(**params: str) -> str:
@@ -198,7 +185,13 @@ def send(client, method: str, path: str, body: object):
 @OVER_HTTP
 @given(before=odd_text, status=odd_text, hours=odd_text, actor=odd_text, entity_id=odd_text)
 def test_api_query_parameters_never_give_a_5xx(
-    admin_api, endpoint_id, before, status, hours, actor, entity_id
+    admin_api,  # noqa: F811
+    endpoint_id,  # noqa: F811
+    before,
+    status,
+    hours,
+    actor,
+    entity_id,
 ):
     for path, params in [
         (f"/api/v1/webhook-endpoints/{endpoint_id}/deliveries", {"before": before}),
@@ -212,7 +205,7 @@ def test_api_query_parameters_never_give_a_5xx(
 
 @OVER_HTTP
 @given(body=json_values, question_set=json_values, responses=json_values)
-def test_assessment_bodies_never_give_a_5xx(admin_api, draft, body, question_set, responses):
+def test_assessment_bodies_never_give_a_5xx(admin_api, draft, body, question_set, responses):  # noqa: F811
     path = f"/api/v1/assessments/{draft['id']}"
     qid = draft["questions"][0]["id"]
     assert_no_server_error(send(admin_api, "POST", "/api/v1/assessments", body))
@@ -227,7 +220,7 @@ def test_assessment_bodies_never_give_a_5xx(admin_api, draft, body, question_set
 
 @OVER_HTTP
 @given(responses=json_values)
-def test_submit_bodies_never_give_a_5xx(admin_api, responses):
+def test_submit_bodies_never_give_a_5xx(admin_api, responses):  # noqa: F811
     created = admin_api.post("/api/v1/assessments", json={"question_set": "python-basics"})
     path = f"/api/v1/assessments/{created.get_json()['id']}/submit"
     assert_no_server_error(send(admin_api, "POST", path, {"responses": responses}))
@@ -236,7 +229,12 @@ def test_submit_bodies_never_give_a_5xx(admin_api, responses):
 @OVER_HTTP
 @given(url=urls, description=json_values, event_types=json_values, enabled=json_values)
 def test_webhook_endpoint_bodies_never_give_a_5xx(
-    admin_api, endpoint_id, url, description, event_types, enabled
+    admin_api,  # noqa: F811
+    endpoint_id,  # noqa: F811
+    url,
+    description,
+    event_types,
+    enabled,
 ):
     body = {"url": url, "description": description, "event_types": event_types}
     assert_no_server_error(send(admin_api, "POST", "/api/v1/webhook-endpoints", body))
@@ -247,7 +245,7 @@ def test_webhook_endpoint_bodies_never_give_a_5xx(
 
 @OVER_HTTP
 @given(since=moments, body=json_values)
-def test_recover_and_operation_bodies_never_give_a_5xx(admin_api, endpoint_id, since, body):
+def test_recover_and_operation_bodies_never_give_a_5xx(admin_api, endpoint_id, since, body):  # noqa: F811
     path = f"/api/v1/webhook-endpoints/{endpoint_id}/recover"
     assert_no_server_error(send(admin_api, "POST", path, {"since": since}))
     assert_no_server_error(send(admin_api, "POST", "/api/v1/operations", body))
