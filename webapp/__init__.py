@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
-from webapp import request_body
+from webapp import browser_headers, request_body
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
 from webapp.request_values import MAX_ID
@@ -43,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)
+    browser_headers.init_app(app)  # first: plain HTTP is redirected before anything answers
     csrf.init_app(app)
     htmx.init_app(app)
     request_body.init_app(app)  # after htmx-flask, whose request class it extends
@@ -67,6 +68,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp import health
 
     app.register_blueprint(health.bp)
+    browser_headers.trust_proxies(app)  # outermost WSGI layer
     return app
 
 
