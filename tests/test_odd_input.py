@@ -361,3 +361,19 @@ def test_the_audit_actor_filter_matches_literally(site, admin_api, actors, actor
     page = browser.get("/admin/audit", query_string={"actor": actor}).get_data(as_text=True)
     shown = {cell.replace("<wbr>", "") for cell in SHOWN_ACTOR.findall(page)}
     assert shown == expected
+
+
+# --- path segments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job_id", ["a%20b", "%00", "%C2%B2", "x:y", "a.b"])
+def test_an_odd_job_id_to_requeue_is_explained_not_a_500(site, job_id):
+    browser = site.test_client()
+    token = log_in_with_form(browser, ADMIN)
+    answer = browser.post(
+        f"/admin/operations/queues/scoring/jobs/{job_id}/requeue",
+        data={"csrf_token": token},
+        follow_redirects=True,
+    )
+    assert answer.status_code == 200
+    assert "is no longer in the failed list; nothing to requeue." in answer.get_data(as_text=True)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from rq import Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, validate_job_id
 from rq.registry import FailedJobRegistry
 from sqlalchemy import Select, func, or_, select
 
@@ -314,6 +314,10 @@ class UnknownQueue(ValueError):
 def requeue_job(queue_name: str, job_id: str) -> bool:
     """Put one failed job back on its queue; False when it is no longer in the failed list."""
     registry = _failed_registry(queue_name)
+    try:
+        validate_job_id(job_id)  # RQ raises ValueError for any other id: no such job exists
+    except ValueError:
+        return False
     try:
         registry.requeue(job_id)
     except (NoSuchJobError, InvalidJobOperation):
