@@ -9,9 +9,10 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
-from webapp import secret_box, secret_key
+from webapp import browser_headers, request_body, secret_box, secret_key
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
+from webapp.request_values import MAX_ID
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -46,8 +47,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)
+    browser_headers.init_app(app)  # first: plain HTTP is redirected before anything answers
     csrf.init_app(app)
     htmx.init_app(app)
+    request_body.init_app(app)  # after htmx-flask, whose request class it extends
     with app.app_context():
         _tune_sqlite(db.engine)
 
@@ -69,11 +72,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp import health
 
     app.register_blueprint(health.bp)
+    browser_headers.trust_proxies(app)  # outermost WSGI layer
     return app
-
-
-# Ids are INTEGER columns: PostgreSQL refuses larger numbers, and SQLite past 64 bits.
-MAX_ID = 2**31 - 1
 
 
 class BoundedIntegerConverter(IntegerConverter):

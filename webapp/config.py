@@ -116,6 +116,17 @@ class Config:
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
+        # HTTPS deployments: redirect http to https and send HSTS (off: `make run` is plain http).
+        self.FORCE_HTTPS = _bool("FORCE_HTTPS", False)
+        # Cookies only over HTTPS; on by default wherever HTTPS is forced.
+        self.SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", self.FORCE_HTTPS)
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.REMEMBER_COOKIE_SAMESITE = self.SESSION_COOKIE_SAMESITE
+        # Behind a reverse proxy: how many proxies' X-Forwarded-* headers to trust (0: none, so
+        # no client can claim another address or scheme). Usually PROXY_FIX_X_FOR=1 and
+        # PROXY_FIX_X_PROTO=1 behind one proxy.
+        for name in ("X_FOR", "X_PROTO", "X_HOST", "X_PORT", "X_PREFIX"):
+            setattr(self, f"PROXY_FIX_{name}", _int(f"PROXY_FIX_{name}", 0))
         self.WTF_CSRF_TIME_LIMIT = None  # tokens live as long as the session
 
 

@@ -33,6 +33,7 @@ from werkzeug.http import parse_cookie, parse_etags, quote_etag
 from werkzeug.wrappers import Response
 
 from webapp.auth import authenticated_by_token, bearer_token_hash, sends_bearer, token_cache_key
+from webapp.browser_headers import shortcut_headers
 from webapp.near_cache import Entry, near_cache
 from webapp.queues import get_redis
 from webapp.services import status_cache
@@ -118,13 +119,14 @@ class PollShortcut:
         self.stop_polling = Response(status=STOP_POLLING).status
 
     def __call__(self, environ, start_response):
-        answer = None
+        answer = security = None
         if environ["REQUEST_METHOD"] == "GET" and not environ.get("QUERY_STRING"):
-            answer = self._answer(environ)
+            security = shortcut_headers(self.app, environ)  # None: HTTP where HTTPS is forced
+            answer = None if security is None else self._answer(environ)
         if answer is None:
             return self.wsgi_app(environ, start_response)
         status, headers, body = answer
-        start_response(status, headers)
+        start_response(status, headers + security)
         return [body]
 
     def _answer(self, environ):

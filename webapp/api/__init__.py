@@ -1,7 +1,7 @@
 """The JSON API under /api/v1: bearer token or session auth, problem+json errors.
 
-Layers every route gets without code of its own: NUL characters refused (PostgreSQL cannot
-hold them) and idempotency keys on every POST (SPEC 4) here, rate limits (SPEC 8) in
+Layers every route gets without code of its own: text no column can hold (NUL, lone
+surrogates) refused and idempotency keys on every POST (SPEC 4) here, rate limits (SPEC 8) in
 `rate_limits`.
 """
 
@@ -14,8 +14,9 @@ from flask import Blueprint, Response, g, request
 from flask_login import current_user
 
 from webapp.auth import authenticated_by_token
-from webapp.errors import Forbidden, MalformedJSON, Unauthorized, ValidationFailed
+from webapp.errors import Forbidden, MalformedJSON, Unauthorized
 from webapp.extensions import csrf
+from webapp.request_values import parse_json_object, refuse_unstorable, unstorable_text
 from webapp.services import idempotency
 
 api_bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -44,13 +45,7 @@ def json_body(*, required: bool = True) -> dict | None:
         if required:
             raise MalformedJSON("The request body must be a JSON object.")
         return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nesting too deep too
-        raise MalformedJSON(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedJSON("The request body must be a JSON object.")
-    return data
+    return parse_json_object(raw)
 
 
 def require_admin() -> None:
@@ -60,34 +55,20 @@ def require_admin() -> None:
 
 
 @api_bp.before_request
-def refuse_nul_characters():
-    """422 for NUL characters in query or JSON strings: PostgreSQL cannot store or compare them."""
-    fields = [name for name, value in request.args.items(multi=True) if "\x00" in name + value]
+def refuse_unstorable_text():
+    """422 for NUL characters (PostgreSQL cannot store or compare them) in query or JSON strings,
+    and for lone surrogates ("\\ud800") in JSON strings, which cannot be encoded at all."""
+    errors = [
+        error
+        for name, value in request.args.items(multi=True)
+        for error in unstorable_text(name + value, name)
+    ]
     raw = request.get_data(cache=True)
-    if b"\\u0000" in raw:  # the only way JSON spells a NUL inside a string
+    if b"\\u" in raw:  # the only way JSON spells a NUL or a surrogate inside a string
         # A body that is not JSON is the route's to refuse (MALFORMED_JSON).
         with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-            fields += _nul_paths(json.loads(raw), "body")
-    if fields:
-        raise ValidationFailed(
-            "Text must not contain NUL characters.",
-            errors=[{"field": field, "message": "contains a NUL character"} for field in fields],
-        )
-
-
-def _nul_paths(value: object, where: str) -> list[str]:
-    """Where in a JSON document strings (keys included) contain NUL."""
-    if isinstance(value, str):
-        return [where] if "\x00" in value else []
-    if isinstance(value, list):
-        return [p for i, item in enumerate(value) for p in _nul_paths(item, f"{where}[{i}]")]
-    if isinstance(value, dict):
-        found = []
-        for key, item in value.items():
-            found += [f"{where}.{key!r}"] if "\x00" in key else []
-            found += _nul_paths(item, f"{where}.{key}")
-        return found
-    return []
+            errors += unstorable_text(json.loads(raw), "body")
+    refuse_unstorable(errors)
 
 
 # --- idempotency keys (SPEC 4) ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from webapp import fast_polls
 from webapp.api import api_bp, json_body, require_admin
 from webapp.api.operations import operation_to_dict
 from webapp.errors import ResultNotReady, ValidationFailed
+from webapp.request_values import parse_whole_number
 from webapp.services import history, progress, status_cache
 from webapp.services.assessments import (
     assessment_to_dict,
@@ -133,16 +134,7 @@ def assessment_history(assessment_id: int):
 @api_bp.get("/events/recent")
 def recent_events():
     """Events of the last `hours` (default 24, 1-720) on the caller's assessments; admins: all."""
-    raw = request.args.get("hours", "24")
-    try:
-        hours = int(raw)
-    except ValueError:
-        hours = -1
-    if not 1 <= hours <= 720:
-        raise ValidationFailed(
-            "hours must be a whole number from 1 to 720.",
-            errors=[{"field": "hours", "message": "must be an integer from 1 to 720"}],
-        )
+    hours = parse_whole_number(request.args.get("hours"), "hours", minimum=1, maximum=720) or 24
     events = history.recent(current_user, hours)
     return {"events": [e.to_dict() for e in events], "count": len(events), "hours": hours}
 

@@ -6,8 +6,8 @@ from flask import make_response, request, url_for
 from flask_login import current_user
 
 from webapp.api import api_bp, json_body, require_admin
-from webapp.errors import ValidationFailed
 from webapp.models.base import isoformat
+from webapp.request_values import parse_id
 from webapp.services.assessments import get_assessment
 from webapp.services.webhooks import endpoints as service
 
@@ -96,17 +96,12 @@ def list_webhook_deliveries(endpoint_id: int):
     """The endpoint's deliveries, newest first; ?status=&event_type=&before=<id> (100 a page)."""
     require_admin()
     endpoint = service.get_endpoint(endpoint_id)
-    before = request.args.get("before")
-    if before is not None and not before.isdigit():
-        raise ValidationFailed(
-            "before must be a delivery id.",
-            errors=[{"field": "before", "message": "must be a delivery id"}],
-        )
+    before = parse_id(request.args.get("before"), "before")
     found = service.list_deliveries(
         endpoint,
         status=service.parse_status_filter(request.args.get("status")),
         event_type=service.parse_event_type_filter(request.args.get("event_type")),
-        before_id=int(before) if before else None,
+        before_id=before,
     )
     body = {"endpoint_id": endpoint.id, "deliveries": [d.to_dict() for d in found]}
     body["count"] = len(found)

@@ -13,6 +13,7 @@ from webapp.errors import (
 )
 from webapp.extensions import db
 from webapp.models import Assessment, AssessmentStatus, QuestionSet, QuestionType, Response, User
+from webapp.request_values import unstorable_text
 from worker.stages.base import QuestionInput
 
 MAX_ANSWER_LENGTH = 20_000
@@ -89,6 +90,9 @@ def parse_responses(assessment: Assessment, payload: object) -> dict[int, str]:
             answer = ""
         if not isinstance(answer, str):
             errors.append({"field": f"{where}.answer", "message": "must be a string or null"})
+            continue
+        if unstorable := unstorable_text(answer, f"{where}.answer"):
+            errors += unstorable  # the take form's only check (the API refuses it earlier)
             continue
         if len(answer) > MAX_ANSWER_LENGTH:
             errors.append(

@@ -72,10 +72,11 @@ def search(
     *, actor: str | None = None, action: str | None = None, entity_type: str | None = None,
     entity_id: str | None = None, limit: int = 200,
 ) -> list[AuditEntry]:  # fmt: skip
-    """Entries newest first, filtered by actor email (substring), action and entity."""
+    """Entries newest first, filtered by actor email (a literal substring), action and entity."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
     if actor:
-        query = query.where(AuditEntry.actor_email.contains(actor))
+        # autoescape: "%" and "_" in the filter are letters of an email, not wildcards.
+        query = query.where(AuditEntry.actor_email.contains(actor, autoescape=True))
     if action:
         query = query.where(AuditEntry.action == action)
     if entity_type:

@@ -12,10 +12,11 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from rq import Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, validate_job_id
 from rq.registry import FailedJobRegistry
 from sqlalchemy import Select, func, or_, select
 
+from webapp.errors import ValidationFailed
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
@@ -29,6 +30,7 @@ from webapp.models import (
 )
 from webapp.models.base import utcnow
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis
+from webapp.request_values import parse_date, parse_id
 from webapp.services.watchdog import MAX_REPAIRS, REPAIR_MESSAGE, aware, heartbeat_deadline
 
 # The assessments table shows at most this many, newest first.
@@ -77,12 +79,15 @@ def parse_filters(args) -> AssessmentFilters:
             filters.status = AssessmentStatus(status)
         except ValueError:
             filters.errors.append(f"Unknown status “{status}”; showing every status.")
-    question_set = (args.get("question_set") or "").strip()
-    if question_set:
-        if question_set.isdigit() and db.session.get(QuestionSet, int(question_set)):
-            filters.question_set_id = int(question_set)
-        else:
-            filters.errors.append("No such question set; showing every set.")
+    try:
+        question_set = parse_id(args.get("question_set"), "question_set")
+        known = question_set is None or db.session.get(QuestionSet, question_set) is not None
+    except ValidationFailed:
+        question_set, known = None, False
+    if known:
+        filters.question_set_id = question_set
+    else:
+        filters.errors.append("No such question set; showing every set.")
     degraded = (args.get("degraded") or "").strip().lower()
     if degraded in ("yes", "no"):
         filters.degraded = degraded == "yes"
@@ -90,11 +95,9 @@ def parse_filters(args) -> AssessmentFilters:
         filters.errors.append("Degraded must be yes or no; showing both.")
     for name, label in (("created_from", "From"), ("created_to", "To")):
         value = (args.get(name) or "").strip()
-        if not value:
-            continue
         try:
-            setattr(filters, name, date.fromisoformat(value))
-        except ValueError:
+            setattr(filters, name, parse_date(value, name))
+        except ValidationFailed:
             filters.errors.append(f"{label} date “{value}” is not a date (YYYY-MM-DD); ignored.")
     if filters.created_from and filters.created_to and filters.created_from > filters.created_to:
         filters.errors.append("The From date is after the To date; both ignored.")
@@ -311,6 +314,10 @@ class UnknownQueue(ValueError):
 def requeue_job(queue_name: str, job_id: str) -> bool:
     """Put one failed job back on its queue; False when it is no longer in the failed list."""
     registry = _failed_registry(queue_name)
+    try:
+        validate_job_id(job_id)  # RQ raises ValueError for any other id: no such job exists
+    except ValueError:
+        return False
     try:
         registry.requeue(job_id)
     except (NoSuchJobError, InvalidJobOperation):

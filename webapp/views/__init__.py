@@ -20,6 +20,7 @@ from webapp.views import (
     student,
     take,
 )
+from webapp.views.text_guard import guard as guard_text
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     auth.bp,
@@ -66,3 +67,4 @@ def _guard(bp: Blueprint) -> None:
 # Once per process, not per app: a blueprint takes no new handlers after its first registration.
 for _bp in BLUEPRINTS:
     _guard(_bp)
+    guard_text(_bp)

@@ -12,6 +12,7 @@ from webapp.errors import AssessmentLocked, ValidationFailed
 from webapp.models import Assessment, AssessmentStatus, QuestionType
 from webapp.services.assessments import get_assessment, save_responses
 from webapp.services.submission import submit_assessment
+from webapp.views.text_guard import checks_own_text
 
 bp = Blueprint("take", __name__, url_prefix="/assessments")
 
@@ -60,7 +61,9 @@ def _explain(assessment: Assessment, posted: list[dict], exc: ValidationFailed) 
             messages.append(exc.detail)
             continue
         qid = posted[int(match.group(1))]["question_id"]
-        if types[qid] == QuestionType.THEORETICAL:
+        if error["message"].startswith("contains"):  # NUL: no browser sends it, a script may
+            messages.append(f"Question {numbers[qid]}: the answer {error['message']}; remove it.")
+        elif types[qid] == QuestionType.THEORETICAL:
             messages.append(f"Question {numbers[qid]}: choose one of the listed options.")
         else:
             messages.append(f"Question {numbers[qid]}: the answer is {error['message']}.")
@@ -79,6 +82,7 @@ def show(assessment_id: int):
 
 @bp.post("/<int:assessment_id>")
 @login_required
+@checks_own_text
 def save(assessment_id: int):
     """Save the draft; with `action=review`, go on to the submit confirmation."""
     assessment = get_assessment(assessment_id, current_user)

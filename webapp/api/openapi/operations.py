@@ -280,7 +280,7 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "parameters": [
             {"name": name, "in": "query", "required": False, "schema": STRING, "description": d}
             for name, d in (
-                ("actor", "Part of the actor's email."),
+                ("actor", "Part of the actor's email, matched literally (`%` and `_` too)."),
                 ("action", "An action, e.g. `assessment.submitted`."),
                 ("entity_type", "e.g. `assessment`."),
                 ("entity_id", "The entity's id."),
@@ -391,7 +391,13 @@ OPERATIONS.update(
                     "schema": enum(["pending", "retrying", "succeeded", "failed", "skipped"]),
                 },
                 {"name": "event_type", "in": "query", "required": False, "schema": STRING},
-                {"name": "before", "in": "query", "required": False, "schema": INTEGER},
+                {
+                    "name": "before",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                    "description": "Older deliveries: the `next_before` of a page.",
+                },
             ],
             "responses": {
                 "200": ok("A page of deliveries.", obj({"deliveries": list_of(DELIVERY)})),

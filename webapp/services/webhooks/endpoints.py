@@ -25,6 +25,7 @@ from webapp.models import (
 )
 from webapp.models.accounts import ROTATION_GRACE, new_signing_secret
 from webapp.models.base import isoformat, utcnow
+from webapp.request_values import invalid, parse_moment
 from webapp.services import audit
 from webapp.services.audit import Action
 from webapp.services.webhooks import bulkhead, events
@@ -84,7 +85,7 @@ def parse_status_filter(value: str | None) -> DeliveryStatus | None:
     try:
         return DeliveryStatus(value)
     except ValueError:
-        raise _invalid("status", f"must be one of {[s.value for s in DeliveryStatus]}") from None
+        raise invalid("status", f"must be one of {[s.value for s in DeliveryStatus]}") from None
 
 
 def parse_event_type_filter(value: str | None) -> EventType | None:
@@ -94,7 +95,7 @@ def parse_event_type_filter(value: str | None) -> EventType | None:
     try:
         return EventType(value)
     except ValueError:
-        raise _invalid("event_type", f"must be one of {[t.value for t in EventType]}") from None
+        raise invalid("event_type", f"must be one of {[t.value for t in EventType]}") from None
 
 
 def list_deliveries(
@@ -404,16 +405,9 @@ def callbacks_of(user: User) -> list[AssessmentCallback]:
 
 def parse_since(value: object) -> datetime:
     """An ISO 8601 moment in the past (no zone means UTC); ValidationFailed otherwise."""
-    if not isinstance(value, str) or not value.strip():
-        raise _invalid("since", "is required: an ISO 8601 timestamp, e.g. 2025-01-31T12:00:00Z")
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise _invalid("since", "must be an ISO 8601 timestamp") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = parse_moment(value, "since")
     if moment > utcnow():
-        raise _invalid("since", "must not be in the future")
+        raise invalid("since", "must not be in the future")
     return moment
 
 
@@ -458,10 +452,6 @@ def _fields(body: dict, *, partial: bool) -> dict:
     if "url" in body or not partial:
         fields["url"] = validate_url(body.get("url"), address_guard())
     return fields
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field} {message}.", errors=[{"field": field, "message": message}])
 
 
 def _audit(action: Action, actor: User, endpoint: WebhookEndpoint, details: dict) -> None:

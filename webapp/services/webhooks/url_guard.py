@@ -182,7 +182,12 @@ def parse_url(url: object, field: str = "url") -> SplitResult:
         raise _invalid(f"The URL is longer than {MAX_URL_LENGTH} characters.", field)
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise _invalid("The URL contains spaces or control characters.", field)
-    parts = urlsplit(url)
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in url):  # no encoding can send these
+        raise _invalid("The URL contains unpaired surrogates (invalid Unicode).", field)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "http://[::1/", "http://[zz]/": brackets that hold no address
+        raise _invalid(f"The URL is malformed: {exc}.", field) from exc
     if parts.scheme.lower() not in ("http", "https"):
         raise _invalid("Only http:// and https:// URLs can receive webhooks.", field)
     if "@" in parts.netloc:
@@ -198,6 +203,8 @@ def parse_url(url: object, field: str = "url") -> SplitResult:
         raise _invalid("The URL's port is not valid.", field) from exc
     if "%" in host:
         raise _invalid("IPv6 zone identifiers are not allowed.", field)
+    if "[" in parts.netloc and not _is_ipv6(host):  # "[v1.x]": an IPvFuture no client dials
+        raise _invalid("Square brackets in a URL hold an IPv6 address only.", field)
     if _is_odd_ipv4(host):
         raise _invalid("Write IPv4 addresses as four decimal numbers (e.g. 203.0.113.7).", field)
     try:
@@ -205,6 +212,15 @@ def parse_url(url: object, field: str = "url") -> SplitResult:
     except UnicodeError as exc:
         raise _invalid("The host name is not valid.", field) from exc
     return parts
+
+
+def _is_ipv6(host: str) -> bool:
+    """True for an IPv6 address literal (without its brackets)."""
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_odd_ipv4(host: str) -> bool:

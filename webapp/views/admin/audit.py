@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from flask import render_template, request
+from flask import flash, render_template, request
 from sqlalchemy import select
 
+from webapp.errors import ValidationFailed
 from webapp.extensions import db
 from webapp.models import AuditEntry
+from webapp.request_values import parse_text
 from webapp.services import audit
 from webapp.views.admin import bp
 
@@ -17,8 +19,17 @@ FILTERS = ("actor", "action", "entity_type", "entity_id")
 
 @bp.get("/audit")
 def audit_log():
-    """Who did what, newest first; `?actor=` matches part of an email, the rest exactly."""
-    filters = {name: request.args.get(name, "").strip() for name in FILTERS}
+    """Who did what, newest first; `?actor=` matches part of an email (literally: "%" and "_"
+    are no wildcards), the rest exactly. A filter that cannot be searched is explained, ignored."""
+    filters = {}
+    for name in FILTERS:
+        try:
+            filters[name] = parse_text(request.args.get(name), name) or ""
+        except ValidationFailed as exc:
+            flash(
+                f"The {name.replace('_', ' ')} filter {exc.errors[0]['message']}; ignored.", "error"
+            )
+            filters[name] = ""
     entries = audit.search(
         **{name: value or None for name, value in filters.items()}, limit=PAGE_SIZE
     )

@@ -12,8 +12,9 @@ from wtforms import DateTimeLocalField, SelectMultipleField, StringField, TextAr
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
 
-from webapp.errors import ScorelineError
+from webapp.errors import ScorelineError, ValidationFailed
 from webapp.models import EVENT_TYPE_DESCRIPTIONS, DeliveryStatus, ErrorClass, EventType
+from webapp.request_values import parse_id
 from webapp.services.webhooks import endpoints as service
 from webapp.views.admin import bp
 from webapp.views.presentation import STOP_POLLING
@@ -154,7 +155,10 @@ def _log(endpoint) -> dict:
     except ScorelineError:
         status = event_type = None
         filters = {"status": "", "event_type": ""}
-    before = request.args.get("before", type=int)
+    try:
+        before = parse_id(request.args.get("before"), "before")
+    except ValidationFailed:
+        before = None  # a page link no one wrote: show the newest, as for a bad filter
     found = service.list_deliveries(
         endpoint, status=status, event_type=event_type, before_id=before
     )
