@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import STUDENT
 from tests.test_webhooks_pages import csrf_token
@@ -71,3 +73,34 @@ def test_login_returns_to_the_page_asked_for(app, raw_next, landing):
 @pytest.mark.parametrize("value", [None, "", "/", "/a/b?c=d#e", "/%7E", "/%2E%2E/x"])
 def test_harmless_paths_are_kept(value):
     assert local_path(value) == (value or None)
+
+
+# --- the rule as a property: whatever comes in, what goes out stays on the site -------------
+
+# Pieces attackers put together: separators, their encodings (once and twice), schemes, hosts.
+PIECES = ["/", "//", "\\", "\t", "\n", "\r", " ", "\x00", "%09", "%0A", "%0D", "%2F", "%2f", "%5C",
+          "%252F", "%255C", "%25", ":", "@", ".", "?", "#", "https:", "javascript:", "evil.example",
+          "a", "\u3002", "\uff0f"]  # fmt: skip
+NEXT_VALUES = st.lists(st.sampled_from(PIECES), max_size=8).map("".join) | st.text(max_size=40)
+
+
+def browser_target(path: str) -> str:
+    """Where a browser on https://site.example/page goes for `Location: path`: it drops tab,
+    CR and LF, reads a backslash as a slash, and resolves the rest against the page."""
+    from urllib.parse import urljoin
+
+    cleaned = "".join(ch for ch in path if ch not in "\t\r\n").replace("\\", "/")
+    return urljoin("https://site.example/page", cleaned)
+
+
+@given(NEXT_VALUES)
+@settings(max_examples=2000, deadline=None)
+def test_no_next_leads_off_the_site(value):
+    target = local_path(value)
+    if target is None:
+        return
+    from urllib.parse import unquote, urlsplit
+
+    for hop in (target, unquote(target), unquote(unquote(target))):  # and after later decoding
+        landing = urlsplit(browser_target(hop))
+        assert (landing.scheme, landing.netloc) == ("https", "site.example"), (value, hop)
