@@ -47,7 +47,7 @@ odd_text = st.one_of(
     st.integers(min_value=10**15, max_value=10**40).map(str),
 )
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | odd_text,
+    st.none() | st.booleans() | st.integers() | st.floats() | odd_text,
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(odd_text, children, max_size=4)
     ),
@@ -269,3 +269,40 @@ def test_page_query_parameters_never_give_a_5xx(site, endpoint_id, value, name):
         ("/admin/audit", {"actor": value, "entity_id": value, "action": value}),
     ]:
         assert_no_server_error(browser.get(f"{path}?{query(**params)}"))
+
+
+# --- over HTTP: headers -------------------------------------------------------------------------
+
+# What a header can carry: Latin-1, no line breaks.
+header_values = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+    max_size=80,
+) | st.sampled_from(["http://[::1/", "Bearer ", "Bearer \xe9", '"', "W/", "*", "bearer x y"])
+
+
+@OVER_HTTP
+@given(
+    authorization=header_values,
+    if_none_match=header_values,
+    idempotency_key=header_values,
+    current_url=header_values,
+    accept=header_values,
+)
+def test_request_headers_never_give_a_5xx(
+    site,  # noqa: F811
+    authorization,
+    if_none_match,
+    idempotency_key,
+    current_url,
+    accept,
+):
+    client = site.test_client()
+    odd = {"If-None-Match": if_none_match, "Accept": accept, "HX-Current-URL": current_url}
+    for method, path, headers in [
+        ("GET", "/api/v1/assessments/1/status", {"Authorization": authorization, **odd}),
+        ("POST", "/api/v1/assessments", {"Authorization": authorization,
+                                         "Idempotency-Key": idempotency_key}),
+        ("GET", "/assessments/1/progress/live", {"HX-Request": "true", **odd}),
+        ("GET", "/login", odd),
+    ]:  # fmt: skip
+        assert_no_server_error(client.open(path, method=method, headers=headers, json={}))

@@ -377,3 +377,16 @@ def test_an_odd_job_id_to_requeue_is_explained_not_a_500(site, job_id):
     )
     assert answer.status_code == 200
     assert "is no longer in the failed list; nothing to requeue." in answer.get_data(as_text=True)
+
+
+# --- headers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("current_url", ["http://[::1/", "http://[zz]/x", "\x7f"])
+def test_an_odd_htmx_current_url_still_sends_a_logged_out_poll_to_the_login(site, current_url):
+    answer = site.test_client().get(
+        "/assessments/1/progress/live",
+        headers={"HX-Request": "true", "HX-Current-URL": current_url},
+    )
+    assert answer.status_code == 200
+    assert answer.headers["HX-Redirect"].startswith("/login")

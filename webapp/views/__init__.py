@@ -49,7 +49,10 @@ def _guard(bp: Blueprint) -> None:
     def _redirect_htmx_when_logged_out():
         # A poll from a tab whose session ended must not swap the login page into the page.
         if request.htmx and not current_user.is_authenticated and bp is not auth.bp:
-            page = urlsplit(request.htmx.current_url or "").path or None
+            try:
+                page = urlsplit(request.htmx.current_url or "").path or None
+            except ValueError:  # "http://[::1/": a header no browser sends; back to no page
+                page = None
             return htmx_response("", redirect=url_for("auth.login", next=page))
         return None
 
