@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp.extensions import db
 from webapp.models import (
@@ -68,14 +69,29 @@ def start_stage(run: StageRun) -> None:
     run.error = None
     operation = run.operation
     refresh_operation_progress(operation)
-    if operation.status == OperationStatus.PENDING:
-        operation.status = OperationStatus.PROCESSING
+    if _claim_operation(operation):
         history.operation_changed(operation, "Scoring started on a worker.")
     if _claim_processing(operation.assessment_id):
         assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
     db.session.commit()
+
+
+def _claim_operation(operation: Operation) -> bool:
+    """Flip the operation pending -> processing in one conditional UPDATE: when gpt and rag
+    start together on two workers, exactly one of them records the start."""
+    if operation.status != OperationStatus.PENDING:
+        return False
+    flipped = db.session.execute(
+        update(Operation)
+        .where(Operation.id == operation.id, Operation.status == OperationStatus.PENDING)
+        .values(status=OperationStatus.PROCESSING, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    # The row says processing either way now; the loaded object must not write "pending" back.
+    set_committed_value(operation, "status", OperationStatus.PROCESSING)
+    return flipped.rowcount == 1
 
 
 def _claim_processing(assessment_id: int | None) -> bool:
