@@ -57,8 +57,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp import fast_polls
 
     fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
-    rate_limits.init_app(app)
     init_views(app)
+    rate_limits.init_app(app)  # after the blueprints it limits
     init_error_handlers(app)
     cli.init_app(app)
     from webapp import health
