@@ -172,3 +172,40 @@ def test_the_workers_own_watchdog_finishes_work_submitted_while_redis_was_down(
             break
         time.sleep(0.25)
     assert status["status"] == "completed", status
+
+
+def test_a_fusion_left_deferred_after_its_upstream_finished_is_enqueued_again(
+    app, db_url, redis_server, tokens
+):
+    """A worker SIGKILLed after its stage committed but before RQ heard the job finished leaves
+    fusion deferred on a job that will never finish: the watchdog enqueues fusion again."""
+    from rq.job import Job
+
+    from webapp.services import pipeline
+
+    url = redis_db_url(redis_server, 8)  # no worker listens here: nothing moves by itself
+    redis.Redis.from_url(url).flushdb()
+    lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": url})
+    assessment, body = submit_through(lossy, tokens)
+    with lossy.app_context():
+        runs = {
+            run.name: (run.id, run.job_id)
+            for run in db.session.scalars(
+                select(StageRun).where(StageRun.operation_id == body["operation"]["id"])
+            )
+        }
+        for name in ("gpt", "rag"):
+            pipeline.run_stage(*runs[name])  # the stage is written; RQ is never told
+        connection = redis.Redis.from_url(url)
+        assert Job.fetch(runs["fusion"][1], connection=connection).get_status() == "deferred"
+
+        report = reconcile(grace=timedelta(0))
+        assert [r.stages for r in report.repairs] == [["fusion"]]
+        assert "never released" in report.repairs[0].reason
+        fusion = db.session.get(StageRun, runs["fusion"][0], populate_existing=True)
+        assert Job.fetch(fusion.job_id, connection=connection).get_status() == "queued"
+        pipeline.run_stage(fusion.id, fusion.job_id)  # what the worker that takes it does
+    status = lossy.test_client().get(
+        f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens)
+    )
+    assert status.get_json()["status"] == "completed"
