@@ -277,3 +277,17 @@ def test_giving_up_on_fusion_just_after_it_finished_changes_nothing(
         assert operation.status == "completed"
     assert ("assessment", "failed", None) not in assessment_events
     assert assessment_events.count(("assessment", "completed", None)) == 1
+
+
+def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_enqueued_again(
+    app, db_url, redis_server, tokens
+):
+    """A worker takes a job off the queue (BLPOP) and is killed before it marks it started: the
+    job says "queued" but is on no queue. The watchdog enqueues the stage again."""
+    lossy, _, runs = stalled_operation(db_url, redis_server, tokens)
+    connection = redis.Redis.from_url(lossy.config["REDIS_URL"])
+    assert connection.lrem("rq:queue:scoring", 0, runs["gpt"][1]) == 1  # what BLPOP does
+    with lossy.app_context():
+        report = reconcile(grace=timedelta(0))
+    assert [r.stages for r in report.repairs] == [["gpt", "fusion"]]
+    assert "died before starting it" in report.repairs[0].reason
