@@ -86,11 +86,16 @@ class Web:
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._answers, 90, "gunicorn to answer /healthz")
+        wait_for(
+            self._answers,
+            120,
+            "gunicorn to answer /healthz",
+            lambda: self.log_path.read_text(errors="replace")[-3000:],
+        )
 
     def _answers(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/healthz", timeout=1).ok
+        try:  # the submitters' retries queue up ahead of this on a busy machine
+            return requests.get(f"{self.url}/healthz", timeout=5).ok
         except requests.RequestException:
             return False
 
