@@ -328,10 +328,9 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_worker(base_dir: Path, db_url: str, redis_url: str, **env: str) -> WorkerProcess:
-    """Start `python -m worker` on the given database and Redis, with extra environment."""
-    log_path = base_dir / f"worker-{time.monotonic_ns()}.log"
-    full_env = {
+def process_env(base_dir: Path, db_url: str, redis_url: str, **env: str) -> dict[str, str]:
+    """The environment of a process of the app (worker or web) on this database and Redis."""
+    return {
         **os.environ,
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
@@ -340,6 +339,14 @@ def start_worker(base_dir: Path, db_url: str, redis_url: str, **env: str) -> Wor
         "PYTHONUNBUFFERED": "1",
         **env,
     }
+
+
+def start_worker(
+    base_dir: Path, db_url: str, redis_url: str, register_within: float = 30, **env: str
+) -> WorkerProcess:
+    """Start `python -m worker` on the given database and Redis, with extra environment."""
+    log_path = base_dir / f"worker-{time.monotonic_ns()}.log"
+    full_env = process_env(base_dir, db_url, redis_url, **env)
     handle = open(log_path, "w")  # noqa: SIM115  (the child owns it for its lifetime)
     process = subprocess.Popen(
         [sys.executable, "-m", "worker"],
@@ -349,7 +356,7 @@ def start_worker(base_dir: Path, db_url: str, redis_url: str, **env: str) -> Wor
         stderr=subprocess.STDOUT,
     )
     worker = WorkerProcess(process, log_path)
-    _wait_for_worker(worker, redis_url)
+    _wait_for_worker(worker, redis_url, register_within)
     return worker
 
 
@@ -362,8 +369,9 @@ def _wait_for_worker(worker: WorkerProcess, redis_url: str, timeout: float = 30)
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:
             raise RuntimeError(f"worker exited early:\n{worker.log()}")
-        if any(w.pid == worker.process.pid for w in Worker.all(connection=connection)):
-            return
+        with contextlib.suppress(redis.ConnectionError):  # a Redis restarting meanwhile
+            if any(w.pid == worker.process.pid for w in Worker.all(connection=connection)):
+                return
         time.sleep(0.1)
     raise RuntimeError(f"worker did not register within {timeout}s:\n{worker.log()}")
 

@@ -313,3 +313,29 @@ def test_an_idle_worker_exits_promptly_on_sigterm(worker_factory):
     # Warm shutdown may first finish a startup cron job (prune, watchdog); it must not hang.
     assert idle.process.wait(timeout=20) == 0
     assert time.monotonic() - started < 10
+
+
+def test_workers_register_again_after_redis_restarts_empty(base_dir, tmp_path, db_url):
+    """Workers that live through a Redis restart are seen again (by the watchdog and /readyz),
+    not taken for dead while they keep working."""
+    from rq import Worker
+
+    url = ensure_embedded_redis(tmp_path)
+    worker = start_worker(base_dir, db_url, url, WORKER_HEARTBEAT=HEARTBEAT, WATCHDOG_INTERVAL="1")
+    app = stack(db_url, url)
+    try:
+        redis.Redis.from_url(url).shutdown(nosave=True)
+        wait_for(lambda: not (tmp_path / "redis.sock").exists(), 10, "Redis to stop")
+        (tmp_path / "redis.rdb").unlink(missing_ok=True)
+        assert ensure_embedded_redis(tmp_path) == url  # back, and empty
+
+        def registered() -> bool:
+            workers = Worker.all(connection=redis.Redis.from_url(url))
+            return any(w.pid == worker.process.pid for w in workers)
+
+        wait_for(registered, 30, "the worker to register again", worker.log)
+        assert app.test_client().get("/readyz").status_code == 200
+    finally:
+        worker.stop()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(url).shutdown(nosave=True)

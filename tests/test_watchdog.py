@@ -13,7 +13,7 @@ from tests.conftest import Api, redis_db_url
 from tests.test_pipeline import full_answers
 from webapp import create_app
 from webapp.extensions import db
-from webapp.models import Operation, StageRun
+from webapp.models import HistoryEvent, Operation, StageRun
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
@@ -172,3 +172,122 @@ def test_the_workers_own_watchdog_finishes_work_submitted_while_redis_was_down(
             break
         time.sleep(0.25)
     assert status["status"] == "completed", status
+
+
+def test_a_fusion_left_deferred_after_its_upstream_finished_is_enqueued_again(
+    app, db_url, redis_server, tokens
+):
+    """A worker SIGKILLed after its stage committed but before RQ heard the job finished leaves
+    fusion deferred on a job that will never finish: the watchdog enqueues fusion again."""
+    from rq.job import Job
+
+    from webapp.services import pipeline
+
+    url = redis_db_url(redis_server, 8)  # no worker listens here: nothing moves by itself
+    redis.Redis.from_url(url).flushdb()
+    lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": url})
+    assessment, body = submit_through(lossy, tokens)
+    with lossy.app_context():
+        runs = {
+            run.name: (run.id, run.job_id)
+            for run in db.session.scalars(
+                select(StageRun).where(StageRun.operation_id == body["operation"]["id"])
+            )
+        }
+        for name in ("gpt", "rag"):
+            pipeline.run_stage(*runs[name])  # the stage is written; RQ is never told
+        connection = redis.Redis.from_url(url)
+        assert Job.fetch(runs["fusion"][1], connection=connection).get_status() == "deferred"
+
+        report = reconcile(grace=timedelta(0))
+        assert [r.stages for r in report.repairs] == [["fusion"]]
+        assert "never released" in report.repairs[0].reason
+        fusion = db.session.get(StageRun, runs["fusion"][0], populate_existing=True)
+        assert Job.fetch(fusion.job_id, connection=connection).get_status() == "queued"
+        pipeline.run_stage(fusion.id, fusion.job_id)  # what the worker that takes it does
+    status = lossy.test_client().get(
+        f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens)
+    )
+    assert status.get_json()["status"] == "completed"
+
+
+def stalled_operation(db_url: str, redis_server: str, tokens):
+    """An app on a Redis no worker listens to, and a submitted assessment's stage runs there."""
+    url = redis_db_url(redis_server, 8)
+    redis.Redis.from_url(url).flushdb()
+    lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": url})
+    assessment, body = submit_through(lossy, tokens)
+    with lossy.app_context():
+        runs = {
+            run.name: (run.id, run.job_id)
+            for run in db.session.scalars(
+                select(StageRun).where(StageRun.operation_id == body["operation"]["id"])
+            )
+        }
+    return lossy, assessment["id"], runs
+
+
+def history_of(assessment_id: int) -> list[tuple[str, str, str | None]]:
+    return [
+        (e.entity, e.status, (e.meta or {}).get("stage"))
+        for e in db.session.scalars(
+            select(HistoryEvent).where(HistoryEvent.assessment_id == assessment_id)
+        )
+    ]
+
+
+def test_a_stage_a_newer_job_finished_meanwhile_is_not_started_again(
+    app, db_url, redis_server, tokens
+):
+    """Two jobs of one stage (the watchdog re-enqueued it): the one that read the stage before
+    the other finished it must not start it again (or end the operation a second time)."""
+    from webapp.services import pipeline, progress
+
+    lossy, assessment_id, runs = stalled_operation(db_url, redis_server, tokens)
+    with lossy.app_context():
+        stale = db.session.get(StageRun, runs["gpt"][0])  # read while still queued
+        with lossy.app_context():  # another worker, another session
+            pipeline.run_stage(*runs["gpt"])
+        assert progress.start_stage(stale) is False
+        db.session.rollback()
+        assert db.session.get(StageRun, runs["gpt"][0]).status == "completed"
+        assert history_of(assessment_id).count(("stage", "in_progress", "gpt")) == 1
+
+
+def test_giving_up_on_fusion_just_after_it_finished_changes_nothing(
+    app, db_url, redis_server, tokens
+):
+    """The watchdog gives fusion up in the moment a worker completes it: the operation keeps
+    its one ending (completed), and no assessment.failed follows the completion."""
+    from webapp.services import pipeline
+
+    lossy, assessment_id, runs = stalled_operation(db_url, redis_server, tokens)
+    with lossy.app_context():
+        stale = db.session.get(StageRun, runs["fusion"][0])
+        assert stale.operation.status != "completed"  # what the watchdog saw
+        with lossy.app_context():  # the worker finishing the pipeline meanwhile
+            for name in ("gpt", "rag", "fusion"):
+                pipeline.run_stage(*runs[name])
+        pipeline.give_up(stale, "Gave up after 3 restarts: the worker running it is gone.")
+        db.session.rollback()
+        assessment_events = [e for e in history_of(assessment_id) if e[0] == "assessment"]
+        operation = db.session.scalar(
+            select(Operation).where(Operation.assessment_id == assessment_id)
+        )
+        assert operation.status == "completed"
+    assert ("assessment", "failed", None) not in assessment_events
+    assert assessment_events.count(("assessment", "completed", None)) == 1
+
+
+def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_enqueued_again(
+    app, db_url, redis_server, tokens
+):
+    """A worker takes a job off the queue (BLPOP) and is killed before it marks it started: the
+    job says "queued" but is on no queue. The watchdog enqueues the stage again."""
+    lossy, _, runs = stalled_operation(db_url, redis_server, tokens)
+    connection = redis.Redis.from_url(lossy.config["REDIS_URL"])
+    assert connection.lrem("rq:queue:scoring", 0, runs["gpt"][1]) == 1  # what BLPOP does
+    with lossy.app_context():
+        report = reconcile(grace=timedelta(0))
+    assert [r.stages for r in report.repairs] == [["gpt", "fusion"]]
+    assert "died before starting it" in report.repairs[0].reason

@@ -10,8 +10,10 @@ import time
 from datetime import timedelta
 
 import pytest
+import redis
 from standardwebhooks import Webhook
 
+from tests.conftest import redis_db_url
 from tests.test_pipeline import full_answers
 from tests.webhook_receiver import Answer
 
@@ -403,3 +405,37 @@ def test_a_receiver_down_for_its_first_three_attempts_then_up_gets_the_delivery(
     [received] = receiver.wait_for(1)
     assert received.webhook_id == delivery["webhook_id"]
     receiver.verified(endpoint["secret"])
+
+
+def test_a_delivery_popped_by_a_worker_that_died_before_starting_it_is_found_lost(
+    webhook_site, receivers, tokens, db_url, redis_server
+):
+    """A worker takes the delivery's job off the queue (BLPOP) and is killed before it marks it
+    started: the job says "queued" but is on no queue, so the watchdog sends it again."""
+    from webapp import create_app
+    from webapp.extensions import db
+    from webapp.models import Delivery
+    from webapp.services.webhooks.delivery import pending_deliveries_without_job
+
+    receiver = receivers()
+    site = webhook_site()
+    endpoint = add_endpoint(site.client(tokens["admin"]), receiver.url)
+    url = redis_db_url(redis_server, 8)  # no worker listens here
+    redis.Redis.from_url(url).flushdb()
+    idle = create_app(
+        {
+            **{k: v for k, v in site.app.config.items() if k.startswith(("RATE_", "WEBHOOK_"))},
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": db_url,
+            "REDIS_URL": url,
+        }
+    )
+    client = idle.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens['admin']}"
+    sent = client.post(f"/api/v1/webhook-endpoints/{endpoint['id']}/test").get_json()
+    with idle.app_context():
+        job_id = db.session.get(Delivery, sent["id"]).job_id
+        assert pending_deliveries_without_job(grace=timedelta(0)) == []  # queued: alive
+        assert redis.Redis.from_url(url).lrem("rq:queue:webhooks", 0, job_id) == 1  # BLPOP
+        lost = pending_deliveries_without_job(grace=timedelta(0))
+    assert [d.id for d in lost] == [sent["id"]]

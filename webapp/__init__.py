@@ -58,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp.api import api_bp, rate_limits
     from webapp.api.problems import init_app as init_error_handlers
     from webapp.views import init_app as init_views
+    from webapp.views import login_limits
 
     queues.init_app(app)
     auth.init_app(app)
@@ -65,8 +66,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webapp import fast_polls
 
     fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
-    rate_limits.init_app(app)
     init_views(app)
+    rate_limits.init_app(app)  # after the blueprints it limits
+    login_limits.init_app(app)  # on the limiter rate_limits made
     init_error_handlers(app)
     cli.init_app(app)
     from webapp import health

@@ -8,9 +8,9 @@ layers answer them before the ordinary path does:
 - `answer_from_cache`, a hook that runs first (ahead of the rate limiter), answers when
   everything it needs is in Redis and current, in one round trip (a Lua script,
   services/status_cache.READ_SCRIPT) that reads the cached answer and the assessment's version
-  and, for a bearer token, checks that the token's account (see auth.remember_token) owns the
-  assessment and counts the poll in the account's poll bucket, the very counter Flask-Limiter
-  uses.
+  and checks that the caller owns the assessment (the bearer token's account, see
+  auth.remember_token, or the session's user for the partial) and counts the poll in the
+  account's poll bucket, the very counter Flask-Limiter uses.
 
 Anything else (no entry, a stale one, someone other than the owner, a revoked or unknown token,
 over the limit, Redis down) returns None, and the request takes the ordinary path, which answers
@@ -20,12 +20,10 @@ over the limit, Redis down) returns None, and the request takes the ordinary pat
 from __future__ import annotations
 
 import re
-import threading
-import time
 from functools import lru_cache
 
 import redis
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, request, session
 from flask_limiter import Limiter
 from flask_login import current_user
 from limits import parse_many
@@ -35,7 +33,6 @@ from werkzeug.wrappers import Response
 from webapp.auth import authenticated_by_token, bearer_token_hash, sends_bearer, token_cache_key
 from webapp.browser_headers import shortcut_headers
 from webapp.near_cache import Entry, near_cache
-from webapp.queues import get_redis
 from webapp.services import status_cache
 from webapp.services.status_cache import PARTIAL, STATUS
 
@@ -59,24 +56,26 @@ def answer_from_cache():
     if kind is None or request.method != "GET":
         return None
     assessment_id = request.view_args["assessment_id"]
-    token_hash = None
+    token_hash = user = None
     if kind == STATUS:
         token_hash = bearer_token_hash(request.headers.get("Authorization", ""))
         if token_hash is None:
             return None
-    elif not request.headers.get("HX-Request"):
-        return None
+    else:
+        user = session.get("_user_id")  # Flask-Login's user id key
+        if not request.headers.get("HX-Request") or not user:
+            return None
     # What this process's memory could answer, PollShortcut already did; this is one round
     # trip to Redis (see status_cache.READ_SCRIPT), and fills the memory for the next poll.
     near = near_cache(current_app._get_current_object())
     ticket = g.near_ticket = near.begin(assessment_id)
     try:
+        limits = poll_limits(current_app)
         if kind == STATUS:
             key = token_cache_key(token_hash)
-            limits = poll_limits(current_app)
-            answer = status_cache.read(kind, assessment_id, key, limits)
+            answer = status_cache.read(kind, assessment_id, limits, token_key=key)
         else:
-            answer = status_cache.read(kind, assessment_id)
+            answer = status_cache.read(kind, assessment_id, limits, account=str(user))
     except redis.RedisError:
         return None
     # The version read before any SQL: what the ordinary path stamps its new entry with.
@@ -103,8 +102,8 @@ class PollShortcut:
     builds a request at all.
 
     It serves the near cache's entry to its owner only (the bearer token's account, or the
-    session cookie's user for the partial), counts status polls in the poll bucket in batches
-    (PollCounter), and answers with the same headers as `status_response` and
+    session cookie's user for the partial), counts every poll in the account's poll bucket
+    (`count_poll`), and answers with the same headers as `status_response` and
     `partial_response`. Anything else (a query string, another method, a miss, a token or
     cookie this process can't vouch for, near the limit) goes to the app unchanged.
     """
@@ -139,7 +138,7 @@ class PollShortcut:
             entry = near.get(STATUS, int(match[1])) if token_hash is not None else None
             if entry is None or near.account_of(token_hash) != entry.owner:
                 return None
-            if not poll_counter(self.app).count(entry.owner):
+            if not count_poll(self.app, entry.owner):
                 return None
             return self._status(entry, environ)
         if (match := PARTIAL_PATH.fullmatch(path)) and environ.get("HTTP_HX_REQUEST"):
@@ -147,6 +146,8 @@ class PollShortcut:
             if entry is None or sends_bearer(environ.get("HTTP_AUTHORIZATION", "")):
                 return None
             if near.account_of_session(self._session_cookie(environ)) != entry.owner:
+                return None
+            if not count_poll(self.app, entry.owner):
                 return None
             body = entry.content.encode()
             headers = [
@@ -224,69 +225,34 @@ def _respond(kind: str, content: str, etag: str, finished: bool):
     return partial_response(content, finished)
 
 
-class PollCounter:
-    """Counts polls answered from memory into the account's poll bucket in Redis, in batches.
+def count_poll(app: Flask, account: int) -> bool:
+    """Count a poll answered before Flask in the account's poll bucket: True while within it.
 
-    Far below the limit a process adds its polls to the shared counter every FLUSH_EVERY polls
-    or FLUSH_AFTER seconds (one round trip for many polls). Within EXACT_MARGIN of the limit it
-    stops answering from memory, so every poll is counted (and refused) one by one, exactly as
-    Flask-Limiter does. Other processes' polls are seen at each flush.
+    Every poll is counted on its own, in Flask-Limiter's own storage and key (one INCR round
+    trip to the shared Redis), so any number of web processes stop together at the limit.
+    False (over the limit, or Redis unreachable): the app answers, and refuses where due.
     """
-
-    FLUSH_EVERY = 8
-    FLUSH_AFTER = 0.5
-    EXACT_MARGIN = 0.25
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self._lock = threading.Lock()
-        # account -> [shared count at the last flush, polls not flushed yet, last flush, window end]
-        self._state: dict[int, list[float]] = {}
-
-    def count(self, account: int) -> bool:
-        """True: this poll is counted and well within the limit. False: count it in Redis."""
-        limits = poll_limits(self.app)
-        if not limits:
-            return True
-        amount = min(limit[3] for limit in limits)
-        now = time.monotonic()
-        with self._lock:
-            state = self._state.get(account)
-            if state is None or now >= state[3]:
-                state = self._state[account] = [0, 0, 0.0, 0.0]
-            if state[0] + state[1] + 1 > amount * (1 - self.EXACT_MARGIN):
-                return False
-            state[1] += 1
-            due = state[1] >= self.FLUSH_EVERY or now - state[2] >= self.FLUSH_AFTER
-            if not due:
-                return True
-            pending, state[1], state[2] = state[1], 0, now
-        try:
-            pipe = get_redis(self.app).pipeline(transaction=False)
-            for before, after, window, _amount in limits:
-                key = f"{before}{account}{after}"
-                pipe.set(key, 0, ex=window, nx=True)
-                pipe.incrby(key, int(pending))
-                pipe.pttl(key)
-            answers = pipe.execute()
-        except redis.RedisError:
-            return False
-        shared, ttl_ms = answers[1], answers[2]
-        with self._lock:
-            state[0] = shared
-            state[3] = now + max(ttl_ms, 0) / 1000
-            if len(self._state) > 10000:
-                self._state.clear()
-        # The flush may show other processes' polls have filled the bucket meanwhile; over the
-        # limit, the Redis path answers (and the ordinary path refuses).
-        return shared <= amount
+    if not app.config["RATELIMIT_ENABLED"]:
+        return True
+    limiter: Limiter = app.extensions["scoreline_limiter"]
+    identifiers = _identifiers(app.config["RATELIMIT_KEY_PREFIX"], f"account:{account}")
+    try:
+        return all(
+            limiter.limiter.hit(item, *identifiers)
+            for item in _parse(app.config["RATE_LIMIT_POLL"])
+        )
+    except (redis.RedisError, OSError):
+        return False
 
 
-def poll_counter(app: Flask) -> PollCounter:
-    counter = app.extensions.get("poll_counter")
-    if counter is None:
-        counter = app.extensions["poll_counter"] = PollCounter(app)
-    return counter
+def _identifiers(key_prefix: str, client: str) -> list[str]:
+    """What Flask-Limiter keys a poll-bucket hit by (it leaves out an empty prefix)."""
+    return [*([key_prefix] if key_prefix else []), client, "poll"]
+
+
+@lru_cache(maxsize=16)
+def _parse(limits: str) -> tuple:
+    return tuple(parse_many(limits))
 
 
 def poll_limits(app: Flask) -> list[tuple[str, str, int, int]]:
@@ -306,8 +272,8 @@ def poll_limits(app: Flask) -> list[tuple[str, str, int, int]]:
 def _poll_limits(storage_prefix: str, key_prefix: str, limits: str):
     marker = "\x00account\x00"
     out = []
-    for item in parse_many(limits):
-        key = storage_prefix + item.key_for(key_prefix, f"account:{marker}", "poll")
+    for item in _parse(limits):
+        key = storage_prefix + item.key_for(*_identifiers(key_prefix, f"account:{marker}"))
         before, after = key.split(marker)
         out.append((before, after, item.get_expiry(), item.amount))
     return out

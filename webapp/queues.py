@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 from flask import Flask, current_app
 from rq import Queue
+from rq.job import Job
 
 SCORING_QUEUE = "scoring"
 WEBHOOKS_QUEUE = "webhooks"
@@ -120,3 +121,12 @@ def lua_script(source: str):
 def get_queue(name: str = SCORING_QUEUE) -> Queue:
     """An RQ queue on the app's Redis."""
     return Queue(name, connection=get_redis())
+
+
+def waits_in_its_queue(job: Job) -> bool:
+    """True while a job is in its queue's list.
+
+    A worker pops a job (BLPOP) before it marks it started: a worker killed in between leaves
+    the job saying "queued" on no queue at all, and RQ never looks at it again.
+    """
+    return Queue(job.origin, connection=job.connection).get_job_position(job.id) is not None

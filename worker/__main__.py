@@ -22,7 +22,7 @@ import time
 
 import redis
 from flask import Flask
-from rq import Queue, Worker
+from rq import Queue, Worker, worker_registration
 from rq.cron import CronScheduler
 from rq.job import Job
 from rq.worker import WorkerStatus
@@ -178,6 +178,32 @@ class ScorelineWorker(Worker):
                 log.warning("worker: heartbeat failed (Redis unreachable)")
 
     _looping = False
+    _registration_checked = 0.0
+
+    def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
+        """RQ's heartbeat; and a worker whose registration vanished registers again.
+
+        A Redis restarted empty (or flushed) forgets every worker while they keep working: the
+        watchdog would then take each started job for one whose worker died (and run it again)
+        and /readyz would report no worker. Checked at most once per job monitoring interval.
+        """
+        super().heartbeat(timeout, pipeline)
+        if time.monotonic() - self._registration_checked >= self.job_monitoring_interval:
+            self._registration_checked = time.monotonic()
+            self._register_again_if_forgotten()
+
+    def _register_again_if_forgotten(self) -> None:
+        try:
+            if self.connection.sismember(self.redis_workers_keys, self.key):
+                return
+            with self.connection.pipeline() as pipe:
+                pipe.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, pipe)
+                pipe.expire(self.key, self.worker_ttl + 60)
+                pipe.execute()
+        except redis.RedisError:
+            return  # Redis is still away: the next heartbeat tries again
+        log.warning("worker: its registration was gone (Redis restarted?); registered again")
 
     def bootstrap(self, *args, **kwargs) -> None:
         """Install the signal handlers, then register as RQ does."""

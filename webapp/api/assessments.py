@@ -123,7 +123,7 @@ def result(assessment_id: int):
 def assessment_history(assessment_id: int):
     """Every status change of the assessment, its stages and operation, newest first (max 100)."""
     assessment = get_assessment(assessment_id, current_user)
-    events = history.for_assessment(assessment.id)
+    events = history.for_assessment(assessment.id, current_user)
     return {
         "assessment_id": assessment.id,
         "history": [e.to_dict() for e in events],

@@ -3,16 +3,16 @@
 Three buckets, each per account (bearer token or session alike; per IP address when anonymous)
 and shared by every endpoint in it, in fixed one-minute windows:
 
-- poll (RATE_LIMIT_POLL, default 240/minute): status, operations, history, recent events.
-  Polling every 2 s is 30 a minute per tab, so eight tabs fit.
+- poll (RATE_LIMIT_POLL, default 240/minute): status, operations, history, recent events, and
+  the htmx progress partial. Polling every 2 s is 30 a minute per tab, so eight tabs fit.
 - write (RATE_LIMIT_WRITE, default 30/minute): every POST (create, submit, rescore, ...).
 - default (RATE_LIMIT_DEFAULT, default 300/minute): everything else.
 
 Over the limit: 429 RATE_LIMITED problem+json with `Retry-After` (seconds to the window's end).
 A request costs one Redis round trip (an INCR-and-EXPIRE script); headers are not computed.
-Status polls answered from the poll cache (webapp/fast_polls.py) never reach Flask-Limiter; they
-count themselves in the same Redis counter (the limiter's own key), in batches far below the
-limit and one by one near it.
+Polls answered from the poll cache (webapp/fast_polls.py) never reach Flask-Limiter; each counts
+itself, one by one, in the same Redis counter (the limiter's own storage and key), so several
+web processes together stop at the limit.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ log = logging.getLogger(__name__)
 BUCKETS = ("poll", "write", "default")
 # The endpoints clients poll while work runs.
 POLL_ENDPOINTS = frozenset(
-    {"api.status", "api.show_operation", "api.assessment_history", "api.recent_events"}
+    {
+        "api.status",
+        "api.show_operation",
+        "api.assessment_history",
+        "api.recent_events",
+        "progress.live",  # the htmx progress partial: the same bucket as the status poll
+    }
 )
 
 
@@ -80,7 +86,9 @@ def seconds_to_retry(limiter: Limiter) -> int:
 
 
 def init_app(app: Flask) -> Limiter:
-    """Bind a Limiter to this app and limit the API blueprint.
+    """Bind a Limiter to this app and limit the API blueprint and the polled progress partial.
+
+    Call after the blueprints are registered.
 
     Each app gets its own Limiter because Flask-Limiter keeps its storage on the instance (and
     tests build several apps). When Redis is unreachable the limits are counted in memory
@@ -110,6 +118,12 @@ def init_app(app: Flask) -> Limiter:
 
     limiter = Limiter(client_key, strategy="fixed-window", headers_enabled=False)
     limiter.shared_limit(current_limit, scope=lambda _endpoint: bucket())(api_bp)
+    # Of the HTML pages only the polled partial is limited (a page load is not a poll).
+    limiter.shared_limit(
+        current_limit,
+        scope=lambda _endpoint: bucket(),
+        exempt_when=lambda: request.endpoint not in POLL_ENDPOINTS,
+    )(app.blueprints["progress"])
     limiter.init_app(app)
     app.extensions["scoreline_limiter"] = limiter  # the poll fast path counts in its storage
 

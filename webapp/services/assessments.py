@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from webapp.errors import (
     AssessmentLocked,
@@ -13,6 +13,7 @@ from webapp.errors import (
 )
 from webapp.extensions import db
 from webapp.models import Assessment, AssessmentStatus, QuestionSet, QuestionType, Response, User
+from webapp.models.base import utcnow
 from webapp.request_values import unstorable_text
 from worker.stages.base import QuestionInput
 
@@ -122,18 +123,56 @@ def parse_responses(assessment: Assessment, payload: object) -> dict[int, str]:
 
 
 def save_responses(assessment: Assessment, payload: object) -> Assessment:
-    """Merge answers into a draft; raises AssessmentLocked once it was submitted."""
+    """Merge answers into a draft; raises AssessmentLocked once it was submitted.
+
+    Concurrent saves and submits of one assessment take turns on its row (`lock_draft`), so
+    none of them fails on the one-answer-per-question constraint, and none writes after a submit.
+    """
     if assessment.status != AssessmentStatus.DRAFT:
         raise AssessmentLocked("Responses cannot change after the assessment was submitted.")
     answers = parse_responses(assessment, payload)
-    existing = {r.question_id: r for r in assessment.responses}
+    if not lock_draft(assessment.id):
+        db.session.rollback()
+        raise AssessmentLocked("Responses cannot change after the assessment was submitted.")
+    write_answers(assessment.id, answers)
+    db.session.commit()
+    return assessment
+
+
+def lock_draft(assessment_id: int, **changes: object) -> bool:
+    """Start a transaction holding the assessment's row lock, if it is still a draft.
+
+    One conditional UPDATE (making `changes` too): saves and submits wait for each other
+    here (a row lock on PostgreSQL, the write lock on SQLite), and whoever comes second reads
+    what the first committed. False (nothing locked) once the assessment was submitted.
+    """
+    # End any read transaction so the UPDATE is the first statement of a new one (SQLite can
+    # then wait on its busy timeout instead of failing a read-to-write upgrade).
+    db.session.commit()
+    locked = db.session.execute(
+        update(Assessment)
+        .where(Assessment.id == assessment_id, Assessment.status == AssessmentStatus.DRAFT)
+        .values(updated_at=utcnow(), **changes)
+        .execution_options(synchronize_session=False)
+    )
+    return locked.rowcount == 1
+
+
+def write_answers(assessment_id: int, answers: dict[int, str]) -> None:
+    """Insert or update answers; call with the assessment's row lock held (`lock_draft`)."""
+    existing = {
+        r.question_id: r
+        for r in db.session.scalars(
+            select(Response)
+            .where(Response.assessment_id == assessment_id)
+            .execution_options(populate_existing=True)
+        )
+    }
     for qid, answer in answers.items():
         if qid in existing:
             existing[qid].answer = answer
         else:
-            assessment.responses.append(Response(question_id=qid, answer=answer))
-    db.session.commit()
-    return assessment
+            db.session.add(Response(assessment_id=assessment_id, question_id=qid, answer=answer))
 
 
 def question_inputs(assessment: Assessment) -> list[QuestionInput]:

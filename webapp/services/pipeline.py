@@ -10,9 +10,10 @@ import redis
 from flask import current_app
 from rq import Queue
 from rq.job import Dependency
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp.extensions import db
 from webapp.models import (
@@ -196,7 +197,9 @@ def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) ->
         log.info("stage run %s already %s; not running it again", run.id, run.status)
         return
     try:
-        progress.start_stage(run)
+        if not progress.start_stage(run):
+            log.info("stage run %s finished meanwhile; not running it again", stage_run_id)
+            return
         assessment = db.session.get(Assessment, run.operation.assessment_id)
         if run.name == Stage.GPT:
             _run_gpt(run, assessment, job_id)
@@ -262,7 +265,11 @@ def _fail(stage_run_id: int, error: str) -> None:
     run = db.session.get(StageRun, stage_run_id, populate_existing=True)
     progress.fail_stage(run, error)
     if run.name == Stage.FUSION:
-        _finish(run.operation, report=None, error=error)
+        try:
+            _finish(run.operation, report=None, error=error)
+        except Superseded:
+            db.session.rollback()  # another fusion job ended the operation: its word stands
+            return
     db.session.commit()
 
 
@@ -360,17 +367,23 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
 
 
 def _finish(operation: Operation, *, report: dict | None, error: str | None) -> None:
-    """End the operation and its assessment in the same transaction as the last stage."""
+    """End the operation and its assessment in the same transaction as the last stage.
+
+    Raises Superseded when another job ended the operation first: two fusion jobs can race (one
+    the watchdog re-enqueued while the first still ran), and only one may end it and announce it.
+    """
+    if not _claim_end(
+        operation, OperationStatus.COMPLETED if error is None else OperationStatus.FAILED
+    ):
+        raise Superseded(operation.id)
     now = utcnow()
     assessment = db.session.get(Assessment, operation.assessment_id)
     if error is None:
-        operation.status = OperationStatus.COMPLETED
         operation.result = report
         operation.error_message = None
         assessment.status = AssessmentStatus.COMPLETED
         assessment.degraded = bool(report and report["degraded"])
     else:
-        operation.status = OperationStatus.FAILED
         operation.result = None
         operation.error_message = error
         assessment.status = AssessmentStatus.FAILED
@@ -385,6 +398,24 @@ def _finish(operation: Operation, *, report: dict | None, error: str | None) -> 
         summary = f"Scoring failed: {error}"
     history.operation_changed(operation, summary)
     history.assessment_changed(assessment, operation, summary)
+
+
+def _claim_end(operation: Operation, status: OperationStatus) -> bool:
+    """Move an unfinished operation to `status` in one conditional UPDATE; False if it had ended.
+
+    On PostgreSQL a second claimant waits for the first one's commit and then finds it ended.
+    """
+    ended = db.session.execute(
+        update(Operation)
+        .where(
+            Operation.id == operation.id,
+            Operation.status.not_in([OperationStatus.COMPLETED, OperationStatus.FAILED]),
+        )
+        .values(status=status, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(operation, "status", status)
+    return ended.rowcount == 1
 
 
 def score_rules(assessment: Assessment) -> RuleScore:

@@ -6,7 +6,8 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp.extensions import db
 from webapp.models import (
@@ -23,6 +24,8 @@ from webapp.models import (
 from webapp.models.base import isoformat, utcnow
 from webapp.services import history
 from webapp.services.webhooks import events as webhook_events
+
+FINISHED_STAGE = [s for s in StageStatus if s.finished]
 
 # How the RQ-facing job list names each stage status.
 JOB_STATUS = {
@@ -60,22 +63,56 @@ def latest_operation(assessment_id: int) -> Operation | None:
     )
 
 
-def start_stage(run: StageRun) -> None:
-    """Mark a stage in progress, and its operation and assessment as processing."""
+def start_stage(run: StageRun) -> bool:
+    """Mark a stage in progress, and its operation and assessment as processing.
+
+    The stage is claimed with one conditional UPDATE: False (nothing changed) when it finished
+    meanwhile, say by a job the watchdog re-enqueued that committed while this one started.
+    """
     now = utcnow()
-    run.status = StageStatus.IN_PROGRESS
-    run.started_at = run.started_at or now
-    run.error = None
+    claimed = db.session.execute(
+        update(StageRun)
+        .where(StageRun.id == run.id, StageRun.status.not_in(FINISHED_STAGE))
+        .values(
+            status=StageStatus.IN_PROGRESS,
+            started_at=func.coalesce(StageRun.started_at, now),
+            error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
+        db.session.rollback()
+        return False
+    set_committed_value(run, "status", StageStatus.IN_PROGRESS)
+    set_committed_value(run, "started_at", run.started_at or now)
+    set_committed_value(run, "error", None)
     operation = run.operation
     refresh_operation_progress(operation)
-    if operation.status == OperationStatus.PENDING:
-        operation.status = OperationStatus.PROCESSING
+    if _claim_operation(operation):
         history.operation_changed(operation, "Scoring started on a worker.")
     if _claim_processing(operation.assessment_id):
         assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
     db.session.commit()
+    return True
+
+
+def _claim_operation(operation: Operation) -> bool:
+    """Flip the operation pending -> processing in one conditional UPDATE: when gpt and rag
+    start together on two workers, exactly one of them records the start."""
+    if operation.status != OperationStatus.PENDING:
+        return False
+    flipped = db.session.execute(
+        update(Operation)
+        .where(Operation.id == operation.id, Operation.status == OperationStatus.PENDING)
+        .values(status=OperationStatus.PROCESSING, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    # The row says processing either way now; the loaded object must not write "pending" back.
+    set_committed_value(operation, "status", OperationStatus.PROCESSING)
+    return flipped.rowcount == 1
 
 
 def _claim_processing(assessment_id: int | None) -> bool:

@@ -61,18 +61,19 @@ def _redis() -> redis.Redis:
     return get_redis()
 
 
-# One round trip: the entry if it is current, and for a bearer-token poll the owner check and
-# the rate-limit count as well. Returns {hit, version, owner, etag, finished, content}; hit is 0
-# for a miss (the caller builds the entry), a stale entry, someone else's token, or a poll over
-# the limit (the ordinary path then answers, and refuses with 429 where due).
+# One round trip: the entry if it is current, the owner check (the bearer token's account, or
+# the session's user given in ARGV[3]) and the rate-limit count as well. Returns {hit, version,
+# owner, etag, finished, content}; hit is 0 for a miss (the caller builds the entry), a stale
+# entry, someone else's poll, or a poll over the limit (the ordinary path then answers, and
+# refuses with 429 where due).
 #
 # A stale entry is rebuilt by one request only: the first to find it stale takes a short build
 # lock and builds; while the lock lives (REBUILD_MS, less than one poll interval) the others get
 # the previous answer (hit 2) instead of all rebuilding at once. So no poll waits on another,
 # and no answer is older than the change by more than REBUILD_MS.
 #
-# Keys of the limit counters are built here from the account the token names, so this needs a
-# single Redis server (not Redis Cluster).
+# Keys of the limit counters are built here from the caller's account, so this needs a single
+# Redis server (not Redis Cluster).
 READ_SCRIPT = """
 local e = redis.call('HMGET', KEYS[1], 'v', 'owner', 'etag', 'finished', 'content')
 local version = redis.call('GET', KEYS[2]) or '0'
@@ -82,23 +83,25 @@ if e[1] ~= version then
   if redis.call('SET', KEYS[3], version, 'PX', ARGV[1], 'NX') then return {0, version} end
   hit = 2
 end
-if #KEYS == 4 then
-  local account = redis.call('GET', KEYS[4])
-  if account ~= e[2] then return {0, version} end
-  for i = 0, tonumber(ARGV[2]) - 1 do
-    local key = ARGV[3 + 4 * i] .. account .. ARGV[4 + 4 * i]
-    redis.call('SET', key, 0, 'EX', ARGV[5 + 4 * i], 'NX')
-    if redis.call('INCR', key) > tonumber(ARGV[6 + 4 * i]) then return {0, version} end
-  end
+local account = ARGV[3]
+if #KEYS == 4 then account = redis.call('GET', KEYS[4]) end
+if account ~= e[2] then return {0, version} end
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local key = ARGV[4 + 4 * i] .. account .. ARGV[5 + 4 * i]
+  redis.call('SET', key, 0, 'EX', ARGV[6 + 4 * i], 'NX')
+  if redis.call('INCR', key) > tonumber(ARGV[7 + 4 * i]) then return {0, version} end
 end
 return {hit, version, e[2], e[3], e[4], e[5]}
 """
 REBUILD_MS = 1000
 
 
-def read(kind: str, assessment_id: int, token_key: str | None = None, limits=()) -> list:
-    """Run the read script: `limits` are (key before the account id, key after it, window
-    seconds, amount) of each rate limit to count the poll in (only with a token)."""
+def read(kind: str, assessment_id: int, limits=(), *, token_key: str | None = None,
+         account: str = "") -> list:  # fmt: skip
+    """Run the read script for the caller: the account named by `token_key` (a bearer token's
+    cache key) or `account` (the session's user id). The entry is used only if that account
+    owns it, and the poll is counted in each of `limits`: (key before the account id, key
+    after it, window seconds, amount)."""
     from webapp.queues import lua_script
 
     keys = [
@@ -106,10 +109,9 @@ def read(kind: str, assessment_id: int, token_key: str | None = None, limits=())
         version_key(assessment_id),
         lock_key(kind, assessment_id),
     ]
-    args: list = [REBUILD_MS, 0]
     if token_key is not None:
         keys.append(token_key)
-        args = [REBUILD_MS, len(limits), *(part for limit in limits for part in limit)]
+    args = [REBUILD_MS, len(limits), account, *(part for limit in limits for part in limit)]
     return lua_script(READ_SCRIPT)(keys=keys, args=args)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.extensions import db
@@ -19,7 +19,7 @@ from webapp.models import (
 )
 from webapp.models.base import utcnow
 from webapp.services import audit, history, pipeline, status_cache
-from webapp.services.assessments import parse_responses, save_responses
+from webapp.services.assessments import lock_draft, parse_responses, write_answers
 from webapp.services.audit import Action
 
 log = logging.getLogger(__name__)
@@ -62,28 +62,18 @@ def submit_assessment(
 ) -> SubmitOutcome:
     """Lock the assessment, score the rule-scored questions, and start the pipeline.
 
-    Safe under concurrency: the draft -> submitted flip is one conditional UPDATE, so exactly one
-    caller wins; the unique dedupe key on the operation backs that up. Everyone else gets the
-    winner's operation.
+    Safe under concurrency: the first to take the draft's row lock (`lock_draft`, one conditional
+    UPDATE) stores its answers and flips it to submitted in that transaction; the unique dedupe
+    key on the operation backs that up. Everyone else gets the winner's operation, and their
+    answers (validated all the same) are not stored.
     """
-    if responses is not None:
-        if assessment.status == AssessmentStatus.DRAFT:
-            save_responses(assessment, responses)
-        else:
-            parse_responses(assessment, responses)  # still a 422 for garbage, but nothing changes
+    # Validated first, stored only by the submit that wins: a 422 for garbage either way.
+    answers = parse_responses(assessment, responses) if responses is not None else {}
     assessment_id = assessment.id
-    # End any read transaction so the UPDATE below is the first statement of a new one
-    # (SQLite can then wait on its busy timeout instead of failing a read-to-write upgrade).
-    db.session.commit()
-    flipped = db.session.execute(
-        update(Assessment)
-        .where(Assessment.id == assessment_id, Assessment.status == AssessmentStatus.DRAFT)
-        .values(status=AssessmentStatus.SUBMITTED, submitted_at=utcnow(), updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    if flipped.rowcount != 1:
+    if not lock_draft(assessment_id, status=AssessmentStatus.SUBMITTED, submitted_at=utcnow()):
         db.session.rollback()
         return _existing_outcome(assessment_id)
+    write_answers(assessment_id, answers)
     status_cache.touch(db.session(), assessment_id)
     try:
         operation = _create_scoring_operation(assessment_id, user)

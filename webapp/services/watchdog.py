@@ -31,7 +31,7 @@ from webapp.models import (
     StageStatus,
 )
 from webapp.models.base import utcnow
-from webapp.queues import QUEUE_NAMES, get_queue, get_redis
+from webapp.queues import QUEUE_NAMES, get_queue, get_redis, waits_in_its_queue
 from webapp.services import history, pipeline
 from webapp.services.webhooks.delivery import requeue_lost
 
@@ -282,6 +282,25 @@ def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str 
     status = job.get_status(refresh=False)
     if status not in ALIVE:
         return f"its job ended as {status} without finishing the stage"
+    if status == JobStatus.DEFERRED and _upstream_finished_before(run, cutoff):
+        return "the stages it waits for finished, but its job was never released"
+    if status == JobStatus.QUEUED and run.enqueued_at < cutoff and not waits_in_its_queue(job):
+        return "its job was taken off the queue by a worker that died before starting it"
     if status == JobStatus.STARTED and job.worker_name and job.worker_name not in live_workers:
         return f"the worker running it ({job.worker_name}) is gone"
     return None
+
+
+def _upstream_finished_before(run: StageRun, cutoff: datetime) -> bool:
+    """True when `run` is fusion and every stage it waits for finished before `cutoff`.
+
+    A worker killed after its stage committed but before RQ recorded the job as finished leaves
+    fusion deferred on a job that never finishes (RQ's own cleanup of it takes many minutes).
+    """
+    if run.name != Stage.FUSION:
+        return False
+    upstream = [r for r in run.operation.stage_runs if r.name in (Stage.GPT, Stage.RAG)]
+    return all(
+        StageStatus(r.status).finished and r.completed_at is not None and r.completed_at < cutoff
+        for r in upstream
+    )

@@ -13,7 +13,6 @@ from webapp.views import (
     account,
     admin,
     auth,
-    login_limits,
     presentation,
     progress,
     results,
@@ -39,7 +38,6 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(bp)
     app.context_processor(presentation.template_globals)
     app.jinja_env.filters.update(presentation.FILTERS)
-    login_limits.init_app(app)
 
 
 def _guard(bp: Blueprint) -> None:

@@ -42,7 +42,7 @@ from webapp.models import (
     WebhookEndpoint,
 )
 from webapp.models.base import isoformat, utcnow
-from webapp.queues import get_redis
+from webapp.queues import get_redis, waits_in_its_queue
 from webapp.services import history
 from webapp.services.webhooks import bulkhead, events, signing
 from webapp.services.webhooks.url_guard import (
@@ -585,7 +585,8 @@ def redeliver(delivery: Delivery) -> None:
 def pending_deliveries_without_job(grace: timedelta = WATCHDOG_GRACE) -> list[Delivery]:
     """Pending or retrying deliveries overdue by `grace` whose job is not alive in Redis.
 
-    Their job was never enqueued (Redis was down at commit) or was lost with Redis's data.
+    Their job was never enqueued (Redis was down at commit), was lost with Redis's data, or was
+    taken off its queue by a worker that died before starting it.
     Raises redis.RedisError when Redis is unreachable.
     """
     overdue = db.session.scalars(
@@ -604,7 +605,8 @@ def pending_deliveries_without_job(grace: timedelta = WATCHDOG_GRACE) -> list[De
             job = Job.fetch(delivery.job_id, connection=connection) if delivery.job_id else None
         except NoSuchJobError:
             job = None
-        if job is None or job.get_status(refresh=False) not in _ALIVE:
+        status = job.get_status(refresh=False) if job is not None else None
+        if status not in _ALIVE or (status == JobStatus.QUEUED and not waits_in_its_queue(job)):
             lost.append(delivery)
     return lost
 
