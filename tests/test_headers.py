@@ -216,3 +216,33 @@ def test_htmx_is_configured_for_the_policy(client):
     config = re.search(r"<meta name=\"htmx-config\" content='([^']+)'", page).group(1)
     assert '"includeIndicatorStyles": false' in config  # no inline <style> injected
     assert '"allowEval": false' in config
+
+
+def test_api_answers_showing_a_secret_are_never_stored_by_a_cache(client, tokens):
+    """An endpoint's secret and an account's signing secret travel in API answers: no browser
+    or proxy cache may keep them (`no-store`, as the account and endpoint pages say)."""
+    admin, student = bearer(tokens["admin"]), bearer(tokens["student"])
+    made = client.post(
+        "/api/v1/webhook-endpoints", json={"url": "https://hooks.example.com/nostore"}, headers=admin
+    )
+    endpoint = f"/api/v1/webhook-endpoints/{made.get_json()['id']}"
+    assessment = client.post(
+        "/api/v1/assessments", json={"question_set": "web-apis"}, headers=student
+    ).get_json()
+    answers = [
+        made,
+        client.get(endpoint, headers=admin),
+        client.get("/api/v1/webhook-endpoints", headers=admin),
+        client.post(f"{endpoint}/rotate-secret", headers=admin),
+        client.post(
+            f"/api/v1/assessments/{assessment['id']}/webhook",
+            json={"webhook_url": "https://hooks.example.com/cb"},
+            headers=student,
+        ),
+    ]
+    for answer in answers:
+        assert "whsec_" in answer.get_data(as_text=True)
+        assert answer.headers.get("Cache-Control") == "no-store", answer.request.path
+    # Answers that choose their own caching keep it: status polls revalidate.
+    status = client.get(f"/api/v1/assessments/{assessment['id']}/status", headers=student)
+    assert status.headers["Cache-Control"] == "private, no-cache"
