@@ -223,7 +223,7 @@ def test_api_answers_showing_a_secret_are_never_stored_by_a_cache(client, tokens
     or proxy cache may keep them (`no-store`, as the account and endpoint pages say)."""
     admin, student = bearer(tokens["admin"]), bearer(tokens["student"])
     made = client.post(
-        "/api/v1/webhook-endpoints", json={"url": "https://hooks.example.com/nostore"}, headers=admin
+        "/api/v1/webhook-endpoints", json={"url": "https://hooks.example.com/n"}, headers=admin
     )
     endpoint = f"/api/v1/webhook-endpoints/{made.get_json()['id']}"
     assessment = client.post(
