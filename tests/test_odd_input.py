@@ -377,3 +377,19 @@ def test_an_odd_job_id_to_requeue_is_explained_not_a_500(site, job_id):
     )
     assert answer.status_code == 200
     assert "is no longer in the failed list; nothing to requeue." in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("current_url", ["http://[::1/", "http://[zz]/assessments/1"])
+def test_a_malformed_hx_current_url_still_sends_a_logged_out_tab_to_login(client, current_url):
+    """htmx names the tab's address in HX-Current-URL; one urllib cannot split is a header like
+    any other odd input: the logged-out tab is sent to the login page, with no `next`."""
+    answer = client.get("/", headers={"HX-Request": "true", "HX-Current-URL": current_url})
+    assert answer.status_code == 200
+    assert answer.headers["HX-Redirect"] == "/login"
+
+
+def test_a_logged_out_tab_comes_back_to_its_page_after_login(client):
+    answer = client.get(
+        "/", headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/assessments/7"}
+    )
+    assert answer.headers["HX-Redirect"] == "/login?next=/assessments/7"

@@ -49,9 +49,15 @@ def _guard(bp: Blueprint) -> None:
     def _redirect_htmx_when_logged_out():
         # A poll from a tab whose session ended must not swap the login page into the page.
         if request.htmx and not current_user.is_authenticated and bp is not auth.bp:
-            page = urlsplit(request.htmx.current_url or "").path or None
-            return htmx_response("", redirect=url_for("auth.login", next=page))
+            return htmx_response("", redirect=url_for("auth.login", next=_tab_path()))
         return None
+
+    def _tab_path() -> str | None:
+        # HX-Current-URL is a header like any other: one urllib cannot split names no page.
+        try:
+            return urlsplit(request.htmx.current_url or "").path or None
+        except ValueError:
+            return None
 
     @bp.errorhandler(CSRFError)
     def _csrf_refused(exc: CSRFError):
