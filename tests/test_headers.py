@@ -246,3 +246,21 @@ def test_api_answers_showing_a_secret_are_never_stored_by_a_cache(client, tokens
     # Answers that choose their own caching keep it: status polls revalidate.
     status = client.get(f"/api/v1/assessments/{assessment['id']}/status", headers=student)
     assert status.headers["Cache-Control"] == "private, no-cache"
+
+
+def test_an_address_too_long_for_the_audit_log_is_cut_not_a_lost_entry(app, tokens):
+    """Trusting more proxies than there are lets a client write X-Forwarded-For; whatever it
+    writes, the audit entry is kept (PostgreSQL refused the row over 64 characters)."""
+    claimed = "2001:db8::" + "f" * 120
+    site = sibling_app(app, PROXY_FIX_X_FOR=2)
+    client = site.test_client()
+    headers = {**bearer(tokens["admin"]), "X-Forwarded-For": f"{claimed}, 10.0.0.2"}
+    created = client.post(
+        "/api/v1/webhook-endpoints", json={"url": "https://example.com/long"}, headers=headers
+    )
+    assert created.status_code == 201
+    entries = client.get(
+        "/api/v1/audit?action=webhook_endpoint.created", headers=bearer(tokens["admin"])
+    ).get_json()["entries"]
+    mine = [e for e in entries if e["entity_id"] == str(created.get_json()["id"])]
+    assert mine and mine[0]["ip"] == claimed[:64]
