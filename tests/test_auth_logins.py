@@ -126,3 +126,9 @@ def test_an_unknown_email_costs_as_long_as_a_known_one(app):
         unknown.append(timed(f"nobody-{n}@example.com"))
     ratio = statistics.median(unknown) / statistics.median(known)
     assert 0.5 <= ratio <= 2.0, (known, unknown)
+
+
+def test_a_head_request_for_the_login_page_is_answered_like_a_get(client):
+    """Uptime checks send HEAD: the login page is there (200), not a failed login (400)."""
+    assert client.head("/login").status_code == 200
+    assert client.get("/login").status_code == 200

@@ -216,3 +216,51 @@ def test_htmx_is_configured_for_the_policy(client):
     config = re.search(r"<meta name=\"htmx-config\" content='([^']+)'", page).group(1)
     assert '"includeIndicatorStyles": false' in config  # no inline <style> injected
     assert '"allowEval": false' in config
+
+
+def test_api_answers_showing_a_secret_are_never_stored_by_a_cache(client, tokens):
+    """An endpoint's secret and an account's signing secret travel in API answers: no browser
+    or proxy cache may keep them (`no-store`, as the account and endpoint pages say)."""
+    admin, student = bearer(tokens["admin"]), bearer(tokens["student"])
+    made = client.post(
+        "/api/v1/webhook-endpoints", json={"url": "https://hooks.example.com/n"}, headers=admin
+    )
+    endpoint = f"/api/v1/webhook-endpoints/{made.get_json()['id']}"
+    assessment = client.post(
+        "/api/v1/assessments", json={"question_set": "web-apis"}, headers=student
+    ).get_json()
+    answers = [
+        made,
+        client.get(endpoint, headers=admin),
+        client.get("/api/v1/webhook-endpoints", headers=admin),
+        client.post(f"{endpoint}/rotate-secret", headers=admin),
+        client.post(
+            f"/api/v1/assessments/{assessment['id']}/webhook",
+            json={"webhook_url": "https://hooks.example.com/cb"},
+            headers=student,
+        ),
+    ]
+    for answer in answers:
+        assert "whsec_" in answer.get_data(as_text=True)
+        assert answer.headers.get("Cache-Control") == "no-store", answer.request.path
+    # Answers that choose their own caching keep it: status polls revalidate.
+    status = client.get(f"/api/v1/assessments/{assessment['id']}/status", headers=student)
+    assert status.headers["Cache-Control"] == "private, no-cache"
+
+
+def test_an_address_too_long_for_the_audit_log_is_cut_not_a_lost_entry(app, tokens):
+    """Trusting more proxies than there are lets a client write X-Forwarded-For; whatever it
+    writes, the audit entry is kept (PostgreSQL refused the row over 64 characters)."""
+    claimed = "2001:db8::" + "f" * 120
+    site = sibling_app(app, PROXY_FIX_X_FOR=2)
+    client = site.test_client()
+    headers = {**bearer(tokens["admin"]), "X-Forwarded-For": f"{claimed}, 10.0.0.2"}
+    created = client.post(
+        "/api/v1/webhook-endpoints", json={"url": "https://example.com/long"}, headers=headers
+    )
+    assert created.status_code == 201
+    entries = client.get(
+        "/api/v1/audit?action=webhook_endpoint.created", headers=bearer(tokens["admin"])
+    ).get_json()["entries"]
+    mine = [e for e in entries if e["entity_id"] == str(created.get_json()["id"])]
+    assert mine and mine[0]["ip"] == claimed[:64]

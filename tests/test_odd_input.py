@@ -390,3 +390,10 @@ def test_an_odd_htmx_current_url_still_sends_a_logged_out_poll_to_the_login(site
     )
     assert answer.status_code == 200
     assert answer.headers["HX-Redirect"].startswith("/login")
+
+
+def test_a_logged_out_tab_comes_back_to_its_page_after_login(client):
+    answer = client.get(
+        "/", headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/assessments/7"}
+    )
+    assert answer.headers["HX-Redirect"] == "/login?next=/assessments/7"

@@ -28,6 +28,7 @@ from webapp.config import PROJECT_ROOT, Config
 from webapp.extensions import db
 from webapp.models import User, WebhookEndpoint
 from webapp.models.base import utcnow
+from webapp.models.idempotency import IdempotencyKey
 from webapp.secret_box import KEY_FILE, SecretBox, SecretsKeyError, box, key_file_keys, parse_keys
 from webapp.services.accounts import rotate_signing_secret
 from webapp.services.webhooks.delivery import requeue_lost
@@ -129,6 +130,45 @@ def test_the_database_holds_no_plaintext_secret(app, site_client, tokens):
         admin.get(f"/api/v1/webhook-endpoints/{endpoint['id']}").get_json()["secret"]
         == (rotated["secret"])
     )
+
+
+def stored_responses(engine) -> list[str]:
+    """Every answer kept for an idempotency key, exactly as the database holds it."""
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT response_body FROM idempotency_keys")).scalars()
+        return [value for value in rows if value is not None]
+
+
+def test_answers_kept_for_idempotency_keys_hold_no_plaintext_secret(app, site_client, tokens):
+    """A new endpoint, a rotation and a callback registration show a signing secret; sent with
+    an Idempotency-Key, their answers are kept to replay: sealed, and replayed whole."""
+    admin, student = site_client(tokens["admin"]), site_client(tokens["student"])
+    endpoint = add_endpoint(admin, "https://hooks.example.com/replayed")
+    assessment = student.post("/api/v1/assessments", json={"question_set": "web-apis"})
+    requests = [
+        (admin, f"/api/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", None),
+        (admin, "/api/v1/webhook-endpoints", {"url": "https://hooks.example.com/kept"}),
+        (
+            student,
+            f"/api/v1/assessments/{assessment.get_json()['id']}/webhook",
+            {"webhook_url": "https://hooks.example.com/callback"},
+        ),
+    ]
+    firsts = []
+    for number, (client, path, body) in enumerate(requests):
+        headers = {"Idempotency-Key": f"kept-secret-{number}-{time.time_ns()}"}
+        first = client.post(path, json=body, headers=headers)
+        replay = client.post(path, json=body, headers=headers)
+        assert first.status_code in (200, 201), first.get_json()
+        assert replay.headers.get("Idempotent-Replayed") == "true"
+        assert replay.get_json() == first.get_json()
+        firsts.append(first.get_json())
+
+    shown = [firsts[0]["secret"], firsts[1]["secret"], firsts[2]["signing_secret"]]
+    assert all(secret.startswith("whsec_") for secret in shown)
+    with app.app_context():
+        kept = stored_responses(db.engine)
+    assert kept and not [body for body in kept if "whsec_" in body]
 
 
 @pytest.fixture()
@@ -234,6 +274,59 @@ def test_the_migration_seals_existing_plaintext_and_the_downgrade_opens_it(app_o
                 )
             ).scalars()
             assert sorted(opened) == sorted([plain_user, f"{plain_endpoint} {plain_previous}"])
+
+
+def kept_answer(user: User, body: str) -> IdempotencyKey:
+    """A finished idempotency key of `user` (flushed here) whose kept answer is `body`."""
+    db.session.add(user)
+    db.session.flush()
+    now = utcnow()
+    return IdempotencyKey(
+        user_id=user.id, key=f"kept-{time.time_ns()}", fingerprint="f", method="POST", path="/x",
+        lock_token="t", status_code=201, response_body=body, expires_at=now + timedelta(days=1),
+    )  # fmt: skip
+
+
+def test_migration_0013_seals_kept_answers_and_its_downgrade_opens_them(app_on):
+    answer = '{"secret": "whsec_' + "k" * 43 + '="}'
+    site = app_on(new_key())
+    with site.app_context():
+        upgrade(revision="0007")
+        db.session.add(kept_answer(User(email="kept@example.com", password_hash="x"), "-"))
+        db.session.commit()
+        with db.engine.begin() as connection:  # kept before 0013: in plaintext
+            plain = text("UPDATE idempotency_keys SET response_body = :answer")
+            connection.execute(plain, {"answer": answer})
+
+        upgrade(revision="0013")
+        assert stored_responses(db.engine) != [answer]
+        assert db.session.scalar(select(IdempotencyKey)).response_body == answer
+        db.session.rollback()
+        upgrade(revision="0013")  # again: nothing sealed twice
+        assert db.session.scalar(select(IdempotencyKey)).response_body == answer
+        db.session.rollback()
+
+        downgrade(revision="0007")
+        assert stored_responses(db.engine) == [answer]
+
+
+def test_rotate_secrets_key_reseals_kept_answers_so_they_replay_after_the_old_key_goes(app_on):
+    old, new = new_key(), new_key()
+    answer = '{"secret": "whsec_' + "r" * 43 + '="}'
+    with app_on(old).app_context():
+        upgrade()
+        user = User(email="rekeyed@example.com", password_hash="x")
+        db.session.add(kept_answer(user, answer))
+        db.session.commit()
+
+    both = app_on(f"{new},{old}")
+    with both.app_context():
+        result = both.test_cli_runner().invoke(args=["rotate-secrets-key"])
+        assert result.exit_code == 0, result.output
+        assert "re-encrypted 2 secret(s)" in result.output  # the account's and the answer
+
+    with app_on(new).app_context():
+        assert db.session.scalar(select(IdempotencyKey)).response_body == answer
 
 
 # The columns as they were before the migration, typed so each value binds on both databases.

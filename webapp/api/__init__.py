@@ -117,6 +117,14 @@ def store_idempotent_response(response: Response) -> Response:
     return response
 
 
+@api_bp.after_request
+def keep_out_of_caches(response: Response) -> Response:
+    """API answers are one account's data, some with a signing secret: no cache may keep them,
+    unless the route chose its own caching (status polls revalidate)."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 @api_bp.teardown_request
 def release_unfinished_key(_exc: BaseException | None) -> None:
     """A request that died before after_request leaves no lock behind."""

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
 from webapp.models.base import UTCDateTime, utcnow
+from webapp.secret_box import Sealed
 
 
 class IdempotencyKey(db.Model):
@@ -35,11 +36,15 @@ class IdempotencyKey(db.Model):
     lock_token: Mapped[str] = mapped_column(String(32))
     locked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status_code: Mapped[int | None] = mapped_column(Integer)
-    response_body: Mapped[str | None] = mapped_column(Text)
+    # Sealed like signing secrets (webapp.secret_box): the answer to a new endpoint, a secret
+    # rotation or a callback registration shows a signing secret, and is kept to replay.
+    sealed_response_body: Mapped[str | None] = mapped_column("response_body", Text)
     response_headers: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    response_body = Sealed("sealed_response_body")
 
     @property
     def finished(self) -> bool:

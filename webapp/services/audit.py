@@ -13,6 +13,7 @@ from webapp.models.audit import AuditEntry
 from webapp.models.base import utcnow
 
 log = logging.getLogger(__name__)
+IP_LENGTH = AuditEntry.__table__.c.ip.type.length
 
 
 class Action(enum.StrEnum):
@@ -58,7 +59,9 @@ def record(
         "entity_type": entity_type,
         "entity_id": "" if entity_id is None else str(entity_id),
         "details": details or {},
-        "ip": (request.remote_addr or "") if has_request_context() else "",
+        # With more proxies trusted than there are, a client writes this (X-Forwarded-For): cut
+        # to the column, so the entry is kept whatever it says (PostgreSQL refuses longer).
+        "ip": ((request.remote_addr or "") if has_request_context() else "")[:IP_LENGTH],
         "created_at": utcnow(),
     }
     try:

@@ -25,6 +25,7 @@ from webapp.errors import ScorelineError
 from webapp.extensions import db
 from webapp.models.base import utcnow
 from webapp.models.idempotency import IdempotencyKey
+from webapp.secret_box import seal
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def _take_over(stale: IdempotencyKey, now: datetime) -> Reservation | None:
 
 
 def finish(reservation: Reservation, status: int, body: str, headers: dict[str, str]) -> None:
-    """Store the response under the key (only the lock holder can); failures are logged.
+    """Store the response, sealed, under the key (only the lock holder can); failures are logged.
 
     The response has been produced already, so a failure to store it must not turn it into an
     error: the lock then expires and a retry runs again.
@@ -216,7 +217,7 @@ def finish(reservation: Reservation, status: int, body: str, headers: dict[str, 
             )
             .values(
                 status_code=status,
-                response_body=body,
+                sealed_response_body=seal(body),
                 response_headers=headers,
                 completed_at=utcnow(),
             )

@@ -14,14 +14,16 @@ from sqlalchemy import Column, select, update
 
 from webapp.extensions import db
 from webapp.models import User, WebhookEndpoint
+from webapp.models.idempotency import IdempotencyKey
 from webapp.secret_box import SecretsKeyError, box
 
-# Every column that holds a sealed secret.
+# Every column that holds a sealed secret, and the kept answers that may show one.
 SEALED_COLUMNS: tuple[Column, ...] = (
     User.__table__.c.signing_secret,
     User.__table__.c.previous_signing_secret,
     WebhookEndpoint.__table__.c.secret,
     WebhookEndpoint.__table__.c.previous_secret,
+    IdempotencyKey.__table__.c.response_body,
 )
 MAX_PASSES = 5  # a row that keeps changing under us is read again, a few times
 

@@ -36,7 +36,7 @@ def _next_page() -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """Show the login form; log in on valid credentials."""
-    if current_user.is_authenticated and request.method == "GET":
+    if current_user.is_authenticated and request.method != "POST":
         return redirect(_next_page())
     form = LoginForm()
     if form.validate_on_submit():
@@ -49,7 +49,8 @@ def login():
         flash("Wrong email or password.", "error")
     elif request.method == "POST":
         flash("Please enter a valid email and your password.", "error")
-    return render_template("auth/login.html", form=form), 200 if request.method == "GET" else 400
+    # Only a POST failed (HEAD is a GET without the body).
+    return render_template("auth/login.html", form=form), 400 if request.method == "POST" else 200
 
 
 @bp.post("/logout")
