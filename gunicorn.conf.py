@@ -11,3 +11,32 @@ timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 accesslog = os.environ.get("ACCESS_LOG") or None
 # Load the app once in the master so workers share its memory (copy-on-write).
 preload_app = False
+
+
+def on_starting(server) -> None:
+    """Start every run with empty metrics files: gunicorn's workers share METRICS_DIR/web."""
+    import shutil
+    from pathlib import Path
+
+    from webapp.config import Config
+
+    shutil.rmtree(Path(Config().METRICS_DIR) / "web", ignore_errors=True)
+
+
+# gunicorn's own lines (boot, worker exits) in the app's format (LOG_FORMAT), on stderr.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"scoreline": {"()": "webapp.log_format.formatter_from_environment"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "scoreline",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}

@@ -37,6 +37,10 @@ def create_app(test_config: dict | None = None) -> Flask:
             )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     logging.getLogger("webapp").setLevel(logging.INFO)
+    if not app.testing:  # tests keep pytest's capture; the worker configures its own
+        from webapp.log_format import configure_logging
+
+        configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
@@ -61,9 +65,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_views(app)
     init_error_handlers(app)
     cli.init_app(app)
-    from webapp import health
+    from webapp import health, http_observer, metrics_server
 
     app.register_blueprint(health.bp)
+    metrics_server.init_app(app)
+    http_observer.init_app(app)  # last: it wraps every other middleware, the poll shortcut too
     return app
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import correlation, metrics
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
@@ -95,6 +96,8 @@ def submit_assessment(
     # What was accepted, read before the pipeline starts: an offline pipeline can finish within
     # milliseconds, and the 202 (and its idempotent replays) should not depend on that race.
     snapshot = SubmitOutcome(assessment=assessment, operation=operation, created=True).to_dict()
+    metrics.submission("accepted")
+    correlation.bind(operation_id=operation.id)  # this request's log lines and its jobs
     pipeline.enqueue_pipeline(operation)
     audit.record(
         Action.ASSESSMENT_SUBMITTED,
@@ -144,4 +147,5 @@ def _existing_outcome(assessment_id: int) -> SubmitOutcome:
             .where(Operation.assessment_id == assessment_id)
             .order_by(Operation.id.desc())
         )
+    metrics.submission("already_submitted")
     return SubmitOutcome(assessment=assessment, operation=operation, created=False)

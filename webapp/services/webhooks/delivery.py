@@ -29,6 +29,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
@@ -434,10 +435,14 @@ def _settle(delivery: Delivery, job_id, trigger: AttemptTrigger, outcome: Outcom
     delivery.last_error = None if outcome.succeeded else outcome.summary()
     # An admin may have asked for another attempt meanwhile; that one decides what comes next.
     current = job_id is None or delivery.job_id == job_id
+    kind = "success" if outcome.succeeded else str(outcome.error or "http_error")
+    metrics.webhook_attempt(kind, outcome.duration_ms / 1000)
     if outcome.succeeded:
         _healthy(delivery)
         if current:
             _set_status(delivery, DeliveryStatus.SUCCEEDED)
+            event = delivery.event
+            metrics.webhook_delivered(event.type, (utcnow() - event.created_at).total_seconds())
     else:
         gone = _failing(delivery, outcome, config["WEBHOOK_DISABLE_AFTER"])
         schedule = config["WEBHOOK_RETRY_SCHEDULE"]
