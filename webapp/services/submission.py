@@ -88,6 +88,7 @@ def submit_assessment(
     status_cache.touch(db.session(), assessment_id)
     try:
         operation = _create_scoring_operation(assessment_id, user)
+        correlation.bind(operation_id=operation.id)  # for this request's logs and its jobs
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -97,7 +98,6 @@ def submit_assessment(
     # milliseconds, and the 202 (and its idempotent replays) should not depend on that race.
     snapshot = SubmitOutcome(assessment=assessment, operation=operation, created=True).to_dict()
     metrics.submission("accepted")
-    correlation.bind(operation_id=operation.id)  # this request's log lines and its jobs
     pipeline.enqueue_pipeline(operation)
     audit.record(
         Action.ASSESSMENT_SUBMITTED,
