@@ -35,8 +35,15 @@ logconfig_dict = {
             "stream": "ext://sys.stderr",
         }
     },
+    # The app's own records reach the root logger, which the app factory sets up (LOG_FORMAT).
+    "root": {"level": "INFO", "handlers": []},
     "loggers": {
         "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        # The app logs each request itself (webapp.http_observer); ACCESS_LOG adds gunicorn's.
+        "gunicorn.access": {
+            "handlers": ["stderr"],
+            "level": "INFO" if accesslog else "WARNING",
+            "propagate": False,
+        },
     },
 }
