@@ -45,13 +45,16 @@ class HttpObserver:
             headers.append(("X-Request-ID", request_id))
             return start_response(status, headers, exc_info)
 
-        with correlation.scope(request_id=request_id):
-            try:
-                body = self.wsgi_app(environ, start)
-            except BaseException:
-                self._observe(environ, "500", started)
-                raise
+        token = correlation.enter(request_id=request_id)
+        try:
+            body = self.wsgi_app(environ, start)
+        except BaseException:
+            self._observe(environ, "500", started)
+            raise
+        else:
             self._observe(environ, seen[-1][:3] if seen else "500", started)
+        finally:
+            correlation.leave(token)
         return body
 
     def _observe(self, environ, status: str, started: float) -> None:
@@ -63,23 +66,25 @@ class HttpObserver:
         hit = environ.get(POLL_HIT)
         matched = environ.get(ROUTE)
         if hit is not None:
-            kind, layer, endpoint = hit
-            metrics.poll_cache_hit(kind, layer)
+            endpoint = hit[2]
             route = self._poll_route(endpoint)
         elif matched is not None:
             endpoint, route = matched
         else:  # no route matched (a 404, or a 405 on a known path): one label for all of them
             endpoint, route = None, "unmatched"
-        key = (method, route, status)
+        key = (method, route, status, hit)
         children = self._children.get(key)
         if children is None and metrics.directory() is not None:
             children = self._children[key] = (
                 metrics.http_requests.labels(method, route, status),
                 metrics.http_duration.labels(method, route),
+                metrics.poll_cache_hits.labels(hit[0], hit[1]) if hit else None,
             )
         if children is not None:
             children[0].inc()
             children[1].observe(seconds)
+            if children[2] is not None:
+                children[2].inc()
         if endpoint in QUIET_ENDPOINTS and status < "400":
             return
         level = logging.ERROR if status >= "500" else logging.INFO
