@@ -168,6 +168,30 @@ def test_deployment_state_reports_queues_workers_and_endpoints(client, worker, o
     assert ("scoreline_webhook_endpoints", frozenset({"state": "disabled"}.items())) in found
 
 
+@pytest.mark.db
+def test_watchdog_repairs_are_counted_by_kind(app, db_url, tokens, worker):
+    from datetime import timedelta
+
+    from tests.test_watchdog import submit_through
+    from webapp import create_app, metrics
+    from webapp.metrics_server import exposition
+    from webapp.services.watchdog import reconcile
+
+    def repaired() -> float:
+        found = samples(exposition(metrics.directory()).decode())
+        return value(found, "scoreline_watchdog_repairs_total", kind="stage")
+
+    before = repaired()
+    down = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    submit_through(down, tokens)  # Redis unreachable: the stages wait for the watchdog
+    with app.app_context():
+        report = reconcile(grace=timedelta(0))
+    assert [r.stages for r in report.repairs] == [["gpt", "rag", "fusion"]]
+    assert repaired() - before == 3
+
+
 # --- request ids ------------------------------------------------------------------------------
 
 

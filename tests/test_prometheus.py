@@ -6,6 +6,7 @@ test fails, never skips: set PROMETHEUS_BIN / PROMTOOL_BIN if they live elsewher
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -253,3 +254,11 @@ def test_prometheus_sees_counters_and_histograms_move_after_a_submission_and_a_w
     }
     assert all(r["health"] == "ok" for g in rules for r in g["rules"])
     assert total(prometheus, 'count(ALERTS{alertstate="firing"})') == 0
+    # Every panel of the Grafana dashboard is valid PromQL that Prometheus answers.
+    dashboard = json.loads((PROJECT_ROOT / "deploy" / "grafana" / "scoreline.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            answer = requests.get(
+                f"{prometheus}/api/v1/query", params={"query": target["expr"]}, timeout=10
+            )
+            assert answer.status_code == 200, (panel["title"], answer.text)

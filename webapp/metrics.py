@@ -163,12 +163,6 @@ def _define() -> None:
 # --- helpers: what the rest of the code calls ---------------------------------------------------
 
 
-def poll_cache_hit(kind: str, layer: str) -> None:
-    """A poll (kind `status` or `partial`) answered from the cache `layer` (memory or redis)."""
-    if _defined:
-        poll_cache_hits.labels(kind, layer).inc()
-
-
 def submission(outcome: str) -> None:
     """A submit: `accepted` (new operation) or `already_submitted`."""
     if _defined:
