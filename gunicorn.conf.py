@@ -14,13 +14,26 @@ preload_app = False
 
 
 def on_starting(server) -> None:
-    """Start every run with empty metrics files: gunicorn's workers share METRICS_DIR/web."""
-    import shutil
+    """Give this master's workers one fresh metrics folder, METRICS_DIR/web-<master pid>, which
+    its /metrics reads: every worker's samples, none of another gunicorn's on the machine."""
     from pathlib import Path
 
+    from webapp import metrics
     from webapp.config import Config
+    from webapp.metrics_server import WEB_DIR_VARIABLE
 
-    shutil.rmtree(Path(Config().METRICS_DIR) / "web", ignore_errors=True)
+    folder = metrics.claim_directory(Path(Config().METRICS_DIR), "web")
+    os.environ[WEB_DIR_VARIABLE] = str(folder)  # the workers fork from here and inherit it
+
+
+def on_exit(server) -> None:
+    """Remove this master's metrics folder."""
+    import shutil
+
+    from webapp.metrics_server import WEB_DIR_VARIABLE
+
+    if os.environ.get(WEB_DIR_VARIABLE):
+        shutil.rmtree(os.environ[WEB_DIR_VARIABLE], ignore_errors=True)
 
 
 # gunicorn's own lines (boot, worker exits) in the app's format (LOG_FORMAT), on stderr.

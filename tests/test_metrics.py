@@ -233,6 +233,25 @@ def test_work_horses_one_after_another_share_one_set_of_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_horse.db", "counter_main.db"]
 
 
+def test_each_process_claims_its_own_folder_and_only_dead_ones_are_removed(tmp_path):
+    from webapp.metrics import claim_directory
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for pid in (alive.pid, dead.pid):
+            (tmp_path / f"web-{pid}").mkdir()
+            (tmp_path / f"web-{pid}" / "counter_1.db").write_bytes(b"x")
+        mine = claim_directory(tmp_path, "web")
+        assert mine == tmp_path / f"web-{os.getpid()}" and mine.is_dir()
+        assert (tmp_path / f"web-{alive.pid}" / "counter_1.db").exists()  # another live gunicorn
+        assert not (tmp_path / f"web-{dead.pid}").exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 # --- a worker's own port ----------------------------------------------------------------------
 
 

@@ -72,19 +72,10 @@ class HttpObserver:
             endpoint, route = matched
         else:  # no route matched (a 404, or a 405 on a known path): one label for all of them
             endpoint, route = None, "unmatched"
-        key = (method, route, status, hit)
-        children = self._children.get(key)
-        if children is None and metrics.directory() is not None:
-            children = self._children[key] = (
-                metrics.http_requests.labels(method, route, status),
-                metrics.http_duration.labels(method, route),
-                metrics.poll_cache_hits.labels(hit[0], hit[1]) if hit else None,
-            )
-        if children is not None:
-            children[0].inc()
-            children[1].observe(seconds)
-            if children[2] is not None:
-                children[2].inc()
+        try:
+            self._count(method, route, status, hit, seconds)
+        except OSError as exc:  # the metrics folder is gone or full: answer anyway
+            log.error("metrics: cannot record a request (%s)", exc)
         if endpoint in QUIET_ENDPOINTS and status < "400":
             return
         level = logging.ERROR if status >= "500" else logging.INFO
@@ -106,6 +97,23 @@ class HttpObserver:
                 },
             },
         )
+
+    def _count(self, method: str, route: str, status: str, hit, seconds: float) -> None:
+        """Move the request's metrics (labelled children made once per label set)."""
+        key = (method, route, status, hit)
+        children = self._children.get(key)
+        if children is None:
+            if metrics.directory() is None:
+                return
+            children = self._children[key] = (
+                metrics.http_requests.labels(method, route, status),
+                metrics.http_duration.labels(method, route),
+                metrics.poll_cache_hits.labels(hit[0], hit[1]) if hit else None,
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
 
     def _poll_route(self, endpoint: str) -> str:
         """The route template of a poll endpoint the shortcut answered."""

@@ -15,6 +15,7 @@ nothing. Label values are bounded: route templates, stage names, outcomes, never
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -60,6 +61,35 @@ def configure(directory: Path, *, one_fork_at_a_time: bool = False) -> None:
         _define()
         _directory = directory
         _defined = True
+
+
+def claim_directory(base: Path, prefix: str) -> Path:
+    """A fresh folder `<base>/<prefix>-<pid>` for this process and its children to write to.
+
+    Each gunicorn master and each worker claims its own, so two of them on one machine never
+    empty each other's files; folders left by processes that died without cleaning up
+    (SIGKILL) are removed here.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob(f"{prefix}-*"):
+        pid = old.name.removeprefix(f"{prefix}-")
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = base / f"{prefix}-{os.getpid()}"
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    return mine
+
+
+def _running(pid: int) -> bool:
+    """True when a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def directory() -> Path | None:

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -190,8 +191,13 @@ def serve_worker_metrics(app: Flask, directory: Path) -> WSGIServer | None:
     return server
 
 
+# Set by gunicorn's master (gunicorn.conf.py) for its workers: the folder they all write to.
+WEB_DIR_VARIABLE = "SCORELINE_WEB_METRICS_DIR"
+
+
 def init_app(app: Flask) -> None:
-    """Write this process's metrics under METRICS_DIR/web (unless the process chose already,
-    as a worker does) and serve /metrics."""
-    metrics.configure(Path(app.config["METRICS_DIR"]) / "web")
+    """Write this process's metrics to its gunicorn master's folder (else METRICS_DIR/web),
+    unless the process chose already, as a worker does; serve /metrics."""
+    folder = os.environ.get(WEB_DIR_VARIABLE) or Path(app.config["METRICS_DIR"]) / "web"
+    metrics.configure(Path(folder))
     app.register_blueprint(bp)

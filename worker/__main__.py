@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     config = Config()
     configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
     # Before the app exists: its factory would otherwise pick the web's metrics folder.
-    metrics_dir = own_metrics_dir(Path(config.METRICS_DIR))
+    metrics_dir = metrics.claim_directory(Path(config.METRICS_DIR), "worker")
     metrics.configure(metrics_dir, one_fork_at_a_time=True)
     app = create_app()
     app.app_context().push()
@@ -71,30 +71,6 @@ def main(argv: list[str] | None = None) -> None:
         if server is not None:
             server.shutdown()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def own_metrics_dir(base: Path) -> Path:
-    """A fresh metrics folder for this worker process (and its work horses), served on its own
-    port; folders of workers that died without cleaning up (SIGKILL) are removed."""
-    base.mkdir(parents=True, exist_ok=True)
-    for old in base.glob("worker-*"):
-        pid = old.name.removeprefix("worker-")
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    mine = base / f"worker-{os.getpid()}"
-    shutil.rmtree(mine, ignore_errors=True)
-    return mine
-
-
-def _running(pid: int) -> bool:
-    """True when a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # Modules the jobs import lazily (worker.jobs keeps its imports inside the functions).
