@@ -192,6 +192,30 @@ def test_watchdog_repairs_are_counted_by_kind(app, db_url, tokens, worker):
     assert repaired() - before == 3
 
 
+def test_request_totals_are_written_out_and_read_back_as_a_histogram(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from webapp.request_metrics import RequestCollector, RequestStats
+
+    stats = RequestStats(tmp_path)
+    for seconds in (0.001, 0.02, 3.0):
+        stats.record(("GET", "/healthz", "200"), seconds, None)
+    stats.record(("GET", STATUS_ROUTE, "304"), 0.0001, ("status", "memory"))
+    stats.flush()
+    registry = CollectorRegistry()
+    registry.register(RequestCollector(tmp_path))
+    found = samples(generate_latest(registry).decode())
+    route = {"method": "GET", "route": "/healthz"}
+    bucket = "scoreline_http_request_duration_seconds_bucket"
+    assert value(found, bucket, **route, le="0.0025") == 1
+    assert value(found, bucket, **route, le="0.025") == 2
+    assert value(found, bucket, **route, le="2.5") == 2
+    assert value(found, bucket, **route, le="+Inf") == 3
+    assert value(found, "scoreline_http_request_duration_seconds_sum", **route) == 3.021
+    assert value(found, "scoreline_http_requests_total", **route, status="200") == 3
+    assert value(found, "scoreline_poll_cache_hits_total", kind="status", layer="memory") == 1
+
+
 # --- request ids ------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 `HttpObserver` wraps the whole WSGI stack, the poll shortcut included, so polls answered from
 memory before Flask runs are counted like any other request. It is on the hot path of polling:
-the labelled metric children are looked up once per (method, route, status) and kept.
+requests are added up in memory and written out once a second (webapp.request_metrics).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 from flask import Flask, request
 
-from webapp import correlation, metrics
+from webapp import correlation, metrics, request_metrics
 
 log = logging.getLogger("webapp.http")
 
@@ -32,7 +32,6 @@ class HttpObserver:
     def __init__(self, app: Flask, wsgi_app) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
-        self._children: dict[tuple[str, str, str], tuple] = {}
         self._poll_routes: dict[str, str] | None = None  # endpoint -> route template
 
     def __call__(self, environ, start_response):
@@ -99,21 +98,11 @@ class HttpObserver:
         )
 
     def _count(self, method: str, route: str, status: str, hit, seconds: float) -> None:
-        """Move the request's metrics (labelled children made once per label set)."""
-        key = (method, route, status, hit)
-        children = self._children.get(key)
-        if children is None:
-            if metrics.directory() is None:
-                return
-            children = self._children[key] = (
-                metrics.http_requests.labels(method, route, status),
-                metrics.http_duration.labels(method, route),
-                metrics.poll_cache_hits.labels(hit[0], hit[1]) if hit else None,
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-        if children[2] is not None:
-            children[2].inc()
+        """Add the request to this process's totals (see webapp.request_metrics)."""
+        folder = metrics.directory()
+        if folder is not None:
+            stats = request_metrics.stats(folder)
+            stats.record((method, route, status), seconds, hit[:2] if hit else None)
 
     def _poll_route(self, endpoint: str) -> str:
         """The route template of a poll endpoint the shortcut answered."""

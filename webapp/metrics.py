@@ -7,9 +7,11 @@ that worker serves on its own port (see `webapp.metrics_server`). What is true o
 deployment (queue depth, live workers, disabled endpoints) is read at scrape time by the web's
 `/metrics` only (`webapp.metrics_state`).
 
-Metrics exist once `configure()` ran in the process (the app factory or the worker does it);
-before that every helper here does nothing, so a CLI command or a test without metrics pays
-nothing. Label values are bounded: route templates, stage names, outcomes, never ids or URLs.
+HTTP requests are counted apart (`webapp.request_metrics`): the poll hot path can't afford a
+memory-mapped write per request. Metrics exist once `configure()` ran in the process (the app
+factory or the worker does it); before that every helper here does nothing, so a CLI command
+or a test without metrics pays nothing. Label values are bounded: route templates, stage
+names, outcomes, never ids or URLs.
 """
 
 from __future__ import annotations
@@ -99,29 +101,10 @@ def directory() -> Path | None:
 
 def _define() -> None:
     """Create every metric (after the value class is set, so each writes to its file)."""
-    global http_requests, http_duration, poll_cache_hits, submissions, stage_duration
+    global submissions, stage_duration
     global webhook_attempts, webhook_attempt_duration, webhook_delivery_latency
     global watchdog_repairs, llm_requests, llm_duration, llm_tokens, llm_breaker_state
 
-    http_requests = Counter(
-        "http_requests",
-        "HTTP requests answered, by method, route template and status code.",
-        ["method", "route", "status"],
-        namespace=NAMESPACE,
-    )
-    http_duration = Histogram(
-        "http_request_duration_seconds",
-        "Time to produce an HTTP answer, by method and route template.",
-        ["method", "route"],
-        namespace=NAMESPACE,
-        buckets=HTTP_BUCKETS,
-    )
-    poll_cache_hits = Counter(
-        "poll_cache_hits",
-        "Polls answered from the poll cache: layer memory (before Flask) or redis.",
-        ["kind", "layer"],
-        namespace=NAMESPACE,
-    )
     submissions = Counter(
         "submissions",
         "Assessment submissions: accepted (a new scoring operation) or already_submitted.",

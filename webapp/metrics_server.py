@@ -27,7 +27,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from webapp import metrics
+from webapp import metrics, request_metrics
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -127,7 +127,9 @@ def scrape():
     directory = metrics.directory()
     if directory is None:
         return Response(b"", mimetype=CONTENT_TYPE_LATEST)
-    body = exposition(directory, DeploymentState(current_app._get_current_object()))
+    request_metrics.stats(directory).flush()  # this process's latest requests, at least
+    requests_seen = request_metrics.RequestCollector(directory)
+    body = exposition(directory, requests_seen, DeploymentState(current_app._get_current_object()))
     return Response(
         body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
     )
