@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -340,6 +341,7 @@ def test_worker_cleans_up_its_metrics_folder(base_dir, db_url, worker_factory):
     worker, _url = worker_factory()
     folder = base_dir / "instance" / "metrics" / f"worker-{worker.process.pid}"
     assert folder.is_dir()
-    worker.stop()
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=90) == 0, worker.log()[-3000:]  # a warm shutdown
     assert not folder.exists()
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR", "") != str(folder)
