@@ -68,6 +68,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO", stream=None) -> No
     for handler in [h for h in root.handlers if isinstance(h, _ScorelineHandler)]:
         root.removeHandler(handler)
     handler = _ScorelineHandler(stream or sys.stderr)
+    handler.setLevel(level)  # also for libraries that lower their own logger's level (bm25s)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)
