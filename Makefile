@@ -22,8 +22,11 @@ run: setup ## migrate, load demo data, start web + worker on embedded SQLite and
 	@echo
 	@echo "  Scoreline: http://127.0.0.1:$(PORT)   (Ctrl-C stops web and worker)"
 	@echo "  Webhooks to 127.0.0.0/8 are allowed here (WEBHOOK_ALLOWED_CIDRS=$${WEBHOOK_ALLOWED_CIDRS:-127.0.0.0/8})."
+	@echo "  Metrics: http://127.0.0.1:$(PORT)/metrics and the worker's http://127.0.0.1:$${WORKER_METRICS_PORT:-9101}/metrics,"
+	@echo "  readable from 127.0.0.0/8 only (METRICS_ALLOWED_CIDRS=$${METRICS_ALLOWED_CIDRS:-127.0.0.0/8}). Logs: LOG_FORMAT=$${LOG_FORMAT:-text}."
 	@echo
 	WEBHOOK_ALLOWED_CIDRS=$${WEBHOOK_ALLOWED_CIDRS:-127.0.0.0/8} PATH=$(CURDIR)/$(BIN):$$PATH \
+	METRICS_ALLOWED_CIDRS=$${METRICS_ALLOWED_CIDRS:-127.0.0.0/8} LOG_FORMAT=$${LOG_FORMAT:-text} \
 		$(BIN)/honcho start -f Procfile -p $(PORT)
 
 stop: ## stop the embedded Redis server that `make run` started (it outlives web and worker)

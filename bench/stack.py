@@ -36,6 +36,8 @@ BENCH_ENV = {
     "PRUNE_INTERVAL": "86400",
     "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
     "OPENAI_API_KEY": "",
+    # Several workers at once: none serves a metrics port (they still record their metrics).
+    "WORKER_METRICS_PORT": "0",
 }
 
 

@@ -114,6 +114,7 @@ def app(db_url, redis_url, base_dir):
             "REDIS_URL": redis_url,
             "SECRET_KEY": "test-secret",
             "OPENAI_API_KEY": "",
+            "METRICS_DIR": str(base_dir / "metrics"),
             # The session's app must never hit a rate limit; tests/test_rate_limits.py builds
             # its own app with low ones.
             **{
@@ -337,6 +338,8 @@ def process_env(base_dir: Path, db_url: str, redis_url: str, **env: str) -> dict
         "SCORELINE_INSTANCE": str(base_dir / "instance"),
         "OPENAI_API_KEY": "",
         "PYTHONUNBUFFERED": "1",
+        # Many workers run at once here: no metrics port unless a test asks for one.
+        "WORKER_METRICS_PORT": "0",
         **env,
     }
 

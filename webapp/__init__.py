@@ -43,6 +43,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     logging.getLogger("webapp").setLevel(logging.INFO)
     secret_box.init_app(app)  # before anything can read or write a signing secret
+    if not app.testing:  # tests keep pytest's capture; the worker configures its own
+        from webapp.log_format import configure_logging
+
+        configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
@@ -71,9 +75,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     login_limits.init_app(app)  # on the limiter rate_limits made
     init_error_handlers(app)
     cli.init_app(app)
-    from webapp import health
+    from webapp import health, http_observer, metrics_server
 
     app.register_blueprint(health.bp)
+    metrics_server.init_app(app)
+    http_observer.init_app(app)  # it wraps the other middleware, the poll shortcut too
     browser_headers.trust_proxies(app)  # outermost WSGI layer
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -38,6 +39,17 @@ def _int_list(name: str, default: str) -> list[int]:
         return [int(part) for part in raw.split(",") if part.strip()]
     except ValueError as exc:
         raise RuntimeError(f"{name} must be comma-separated seconds, got {raw!r}") from exc
+
+
+def _cidrs(name: str) -> list[str]:
+    """Read comma-separated address ranges (empty by default), failing loudly on garbage."""
+    ranges = [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+    for item in ranges:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise RuntimeError(f"{name}: {item!r} is not an address range ({exc})") from exc
+    return ranges
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -113,6 +125,17 @@ class Config:
             os.environ.get("RATE_LIMIT_LOGIN_IP", "").strip() or "30/minute;300/hour"
         )
         self.MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+        # Operating: metrics files (local disk, per machine), who may scrape, log format.
+        metrics_dir = os.environ.get("METRICS_DIR", "").strip()
+        self.METRICS_DIR = metrics_dir or str(INSTANCE_DIR / "metrics")
+        self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+        self.METRICS_ALLOWED_CIDRS = _cidrs("METRICS_ALLOWED_CIDRS")
+        self.WORKER_METRICS_HOST = os.environ.get("WORKER_METRICS_HOST", "").strip() or "0.0.0.0"
+        self.WORKER_METRICS_PORT = _int("WORKER_METRICS_PORT", 9101)
+        self.LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "json"
+        if self.LOG_FORMAT not in ("json", "text"):
+            raise RuntimeError(f"LOG_FORMAT must be json or text, got {self.LOG_FORMAT!r}")
+        self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "").strip().upper() or "INFO"
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -32,6 +32,7 @@ from werkzeug.wrappers import Response
 
 from webapp.auth import authenticated_by_token, bearer_token_hash, sends_bearer, token_cache_key
 from webapp.browser_headers import shortcut_headers
+from webapp.http_observer import POLL_HIT
 from webapp.near_cache import Entry, near_cache
 from webapp.services import status_cache
 from webapp.services.status_cache import PARTIAL, STATUS
@@ -90,6 +91,7 @@ def answer_from_cache():
         near.put(ticket, kind, Entry(int(version), owner, etag, finished, content))
         if token_hash is not None:
             near.put_token(ticket, token_hash, owner)
+    request.environ[POLL_HIT] = (kind, "redis", request.endpoint)
     return _respond(kind, content, etag, finished)
 
 
@@ -140,6 +142,7 @@ class PollShortcut:
                 return None
             if not count_poll(self.app, entry.owner):
                 return None
+            environ[POLL_HIT] = (STATUS, "memory", "api.status")
             return self._status(entry, environ)
         if (match := PARTIAL_PATH.fullmatch(path)) and environ.get("HTTP_HX_REQUEST"):
             entry = near.get(PARTIAL, int(match[1]))
@@ -156,6 +159,7 @@ class PollShortcut:
                 ("Cache-Control", "no-store"),
                 ("Vary", "Cookie"),
             ]
+            environ[POLL_HIT] = (PARTIAL, "memory", "progress.live")
             return (self.stop_polling if entry.finished else "200 OK"), headers, body
         return None
 

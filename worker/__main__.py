@@ -17,8 +17,10 @@ import gc
 import importlib
 import logging
 import os
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import redis
 from flask import Flask
@@ -28,8 +30,11 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 from sqlalchemy.orm import configure_mappers
 
-from webapp import create_app
+from webapp import correlation, create_app, metrics
+from webapp.config import Config
 from webapp.extensions import db
+from webapp.log_format import configure_logging
+from webapp.metrics_server import serve_worker_metrics
 from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, WEBHOOKS_QUEUE, get_redis, redis_url
 from webapp.services.retention import scheduled_prune
 from webapp.services.watchdog import scheduled_reconcile
@@ -44,9 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="worker name (default: RQ's own)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    config = Config()
+    configure_logging(config.LOG_FORMAT, config.LOG_LEVEL)
+    # Before the app exists: its factory would otherwise pick the web's metrics folder.
+    metrics_dir = metrics.claim_directory(Path(config.METRICS_DIR), "worker")
+    metrics.configure(metrics_dir, one_fork_at_a_time=True)
     app = create_app()
     app.app_context().push()
     engine = db.engine
@@ -56,10 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     if not args.burst:
         start_cron(app, stop)
+    server = serve_worker_metrics(app, metrics_dir)
     try:
         work_until_stopped(app, burst=args.burst, name=args.name)
     finally:
         stop.set()
+        if server is not None:
+            server.shutdown()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # Modules the jobs import lazily (worker.jobs keeps its imports inside the functions).
@@ -122,10 +133,14 @@ class ScorelineWorker(Worker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
-            if queue.name in self.in_process_queues or job.func_name in self.in_process_functions:
-                self._execute_here(job, queue)
-            else:
-                super().execute_job(job, queue)
+            # Log lines of the job (in this process or the horse forked from here) carry the
+            # ids its enqueuer bound: request, assessment, operation; and the job's own id.
+            here = job.func_name in self.in_process_functions
+            with correlation.job_scope(job):
+                if queue.name in self.in_process_queues or here:
+                    self._execute_here(job, queue)
+                else:
+                    super().execute_job(job, queue)
         finally:
             self.drain_ready()
 

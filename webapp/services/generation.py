@@ -12,6 +12,7 @@ from rq import Queue
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from webapp import correlation
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
 from webapp.extensions import db
 from webapp.models import Operation, OperationStatus, OperationType, Question, QuestionSet, User
@@ -134,6 +135,7 @@ def enqueue_generation(operation: Operation) -> bool:
             job_id=f"generation-{operation.id}-{secrets.token_hex(4)}",
             job_timeout=JOB_TIMEOUT,
             description=f"question generation for operation {operation.id}",
+            meta=correlation.job_meta(operation_id=operation.id),
         )
     except redis.RedisError:
         log.warning("Redis unreachable; operation %s stays pending", operation.id)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from webapp import correlation
 from webapp.extensions import db
 from webapp.models import (
     STAGE_LABELS,
@@ -112,12 +113,13 @@ def enqueue_stages(
         runs[stage].enqueued_at = None
     db.session.commit()
     queue = Queue(SCORING_QUEUE, connection=get_redis())
+    meta = correlation.job_meta(assessment_id=operation.assessment_id, operation_id=operation.id)
     try:
-        parallel = [_enqueue(queue, runs[stage]) for stage in wanted if stage != Stage.FUSION]
+        parallel = [_enqueue(queue, runs[s], meta) for s in wanted if s != Stage.FUSION]
         if Stage.FUSION in wanted:
             upstream = [*parallel, *(also_wait_for or [])]
             after = Dependency(jobs=upstream, allow_failure=True) if upstream else None
-            _enqueue(queue, runs[Stage.FUSION], depends_on=after)
+            _enqueue(queue, runs[Stage.FUSION], meta, depends_on=after)
     except redis.RedisError:
         log.warning("Redis unreachable; operation %s waits for the watchdog", operation.id)
         db.session.rollback()
@@ -129,11 +131,12 @@ def enqueue_stages(
     return True
 
 
-def _enqueue(queue: Queue, run: StageRun, depends_on: Dependency | None = None):
-    """Put one stage run's job on the queue."""
+def _enqueue(queue: Queue, run: StageRun, meta: dict, depends_on: Dependency | None = None):
+    """Put one stage run's job on the queue; `meta` carries the correlation ids to the worker."""
     return queue.enqueue(
         STAGE_JOB,
         run.id,
+        meta=meta,
         job_id=run.job_id,
         job_timeout=JOB_TIMEOUTS[Stage(run.name)],
         depends_on=depends_on,

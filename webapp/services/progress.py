@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import (
     STAGE_LABELS,
@@ -145,6 +146,7 @@ def complete_stage(run: StageRun, result: dict | None, *, skipped: bool = False)
     run.result = result
     run.error = None
     run.completed_at = utcnow()
+    _observe(run)
     refresh_operation_progress(run.operation)
     label = STAGE_LABELS[Stage(run.name)]
     history.stage_changed(run, f"{label} skipped: nothing to do." if skipped else f"{label} done.")
@@ -155,8 +157,17 @@ def fail_stage(run: StageRun, error: str) -> None:
     run.status = StageStatus.FAILED
     run.error = error
     run.completed_at = utcnow()
+    _observe(run)
     refresh_operation_progress(run.operation)
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} failed: {error}")
+
+
+def _observe(run: StageRun) -> None:
+    """The stage's time from its first start to now, by outcome (a stage never started has none)."""
+    if run.started_at is None:
+        return
+    seconds = (run.completed_at - run.started_at).total_seconds()
+    metrics.stage_finished(str(run.name), str(run.status), seconds)
 
 
 def refresh_operation_progress(operation: Operation) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from webapp import correlation, metrics
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
@@ -77,6 +78,7 @@ def submit_assessment(
     status_cache.touch(db.session(), assessment_id)
     try:
         operation = _create_scoring_operation(assessment_id, user)
+        correlation.bind(operation_id=operation.id)  # for this request's logs and its jobs
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -85,6 +87,7 @@ def submit_assessment(
     # What was accepted, read before the pipeline starts: an offline pipeline can finish within
     # milliseconds, and the 202 (and its idempotent replays) should not depend on that race.
     snapshot = SubmitOutcome(assessment=assessment, operation=operation, created=True).to_dict()
+    metrics.submission("accepted")
     pipeline.enqueue_pipeline(operation)
     audit.record(
         Action.ASSESSMENT_SUBMITTED,
@@ -134,4 +137,5 @@ def _existing_outcome(assessment_id: int) -> SubmitOutcome:
             .where(Operation.assessment_id == assessment_id)
             .order_by(Operation.id.desc())
         )
+    metrics.submission("already_submitted")
     return SubmitOutcome(assessment=assessment, operation=operation, created=False)

@@ -19,6 +19,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import func, select
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import (
     Entity,
@@ -131,7 +132,19 @@ def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
     if not report.redis_down:
         report.repairs.extend(_repair_generations())
         report.deliveries = requeue_lost()
+    _count(report)
     return report
+
+
+def _count(report: ReconcileReport) -> None:
+    """Add what this pass did to scoreline_watchdog_repairs_total, by kind."""
+    for repair in report.repairs:
+        if not repair.stages:
+            metrics.watchdog_repair("gave_up")
+        for stage in repair.stages:
+            metrics.watchdog_repair("generation" if stage == "question_generation" else "stage")
+    metrics.watchdog_repair("delivery", report.deliveries)
+    metrics.watchdog_repair("ready_job", report.ready)
 
 
 def _repair_generations() -> list[Repair]:

@@ -29,6 +29,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload
 
+from webapp import metrics
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
@@ -434,10 +435,29 @@ def _settle(delivery: Delivery, job_id, trigger: AttemptTrigger, outcome: Outcom
     delivery.last_error = None if outcome.succeeded else outcome.summary()
     # An admin may have asked for another attempt meanwhile; that one decides what comes next.
     current = job_id is None or delivery.job_id == job_id
+    kind = "success" if outcome.succeeded else str(outcome.error or "http_error")
+    metrics.webhook_attempt(kind, outcome.duration_ms / 1000)
+    event = delivery.event
+    log.info(
+        "webhook %s attempt %d of delivery %d: %s",
+        event.type,
+        delivery.attempt_count,
+        delivery.id,
+        outcome.summary(),
+        extra={
+            "delivery_id": delivery.id,
+            "webhook_id": event.webhook_id,
+            "event_type": event.type,
+            "assessment_id": event.assessment_id,
+            "outcome": kind,
+            "duration_ms": outcome.duration_ms,
+        },
+    )
     if outcome.succeeded:
         _healthy(delivery)
         if current:
             _set_status(delivery, DeliveryStatus.SUCCEEDED)
+            metrics.webhook_delivered(event.type, (utcnow() - event.created_at).total_seconds())
     else:
         gone = _failing(delivery, outcome, config["WEBHOOK_DISABLE_AFTER"])
         schedule = config["WEBHOOK_RETRY_SCHEDULE"]

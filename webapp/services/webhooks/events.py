@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from webapp import correlation
 from webapp.extensions import db
 from webapp.models import (
     PROGRESS_MILESTONES,
@@ -336,13 +337,14 @@ def enqueue_jobs(items: list[tuple[int, str, datetime | None]]) -> bool:
     jobs: dict[str, tuple[list[int], datetime | None]] = {}
     for delivery_id, job_id, run_at in items:
         jobs.setdefault(job_id, ([], run_at))[0].append(delivery_id)
+    meta = correlation.job_meta()  # the request or job whose change caused these events
     try:
         queue = get_queue(WEBHOOKS_QUEUE)
         for job_id, (ids, run_at) in jobs.items():
             # Each delivery may take the whole timeout (connect + read) a few times over.
             job_timeout = int(config["WEBHOOK_TIMEOUT"] * 3) * len(ids) + 30
             # No RQ result: the delivery log in the database is the record of what happened.
-            options = {"job_id": job_id, "job_timeout": job_timeout, "result_ttl": 0}
+            options = {"job_id": job_id, "job_timeout": job_timeout, "result_ttl": 0, "meta": meta}
             call = (DELIVER_JOB, ids[0]) if len(ids) == 1 else (DELIVER_ALL_JOB, ids)
             if run_at is not None:
                 queue.enqueue_at(run_at, *call, **options)
