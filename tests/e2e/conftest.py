@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
 
-from tests.conftest import OTHER_STUDENT, STUDENT, LiveServer
+from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT, LiveServer
+from tests.e2e.accessibility import AxeWatch
 from tests.openai_server import OpenAICompatibleServer, Reply
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-WIDTHS = {1280: 900, 375: 812}
+WIDTHS = {1280: 800, 390: 844}
 # The machine may have no outside network; these keep Chromium from calling home.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,7 +32,7 @@ CHROMIUM_ARGS = [
 ]
 # A full-page capture draws sticky bars mid-page; in the picture they sit where they belong.
 FULL_PAGE_STYLE = ".sticky-actions { position: static !important; }"
-ACCOUNTS = {"student": STUDENT, "other": OTHER_STUDENT}
+ACCOUNTS = {"student": STUDENT, "other": OTHER_STUDENT, "admin": ADMIN}
 
 expect.set_options(timeout=15_000)
 
@@ -69,21 +70,29 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture()
 def new_page(browser) -> Iterator[Callable[[str], Page]]:
-    """Open pages on a base URL, each in its own context; JavaScript errors fail the test."""
-    contexts, errors = [], []
+    """Open pages on a base URL, each in its own context; JavaScript errors fail the test, and
+    so does a serious or critical axe-core violation on any page the test opened."""
+    contexts, pages, errors = [], [], []
+    axe = AxeWatch()
 
     def open_page(base_url: str) -> Page:
-        context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+        context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
         context.set_default_timeout(20_000)
+        axe.watch(context)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        pages.append(page)
         return page
 
     yield open_page
+    for page in pages:
+        axe.scan_now(page)
     for context in contexts:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    problems = axe.problems()
+    assert not problems, "axe-core found serious or critical problems:\n" + "\n".join(problems)
 
 
 @pytest.fixture()
@@ -103,7 +112,7 @@ def log_in(page: Page, who: str = "student") -> None:
 
 
 def screenshot(page: Page, name: str) -> None:
-    """Save the page at 1280 and 375 px wide into tests/artifacts/screenshots/; neither may
+    """Save the page at 1280 and 390 px wide into tests/artifacts/screenshots/; neither may
     scroll sideways."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     original = page.viewport_size
@@ -111,6 +120,7 @@ def screenshot(page: Page, name: str) -> None:
         page.set_viewport_size({"width": width, "height": height})
         scroll_width = page.evaluate("document.documentElement.scrollWidth")
         assert scroll_width <= width, f"{name} scrolls sideways at {width}px ({scroll_width}px)"
+        page.evaluate("() => window.__axeScanNow && window.__axeScanNow()")  # this width too
         page.screenshot(
             path=SCREENSHOTS / f"{name}-{width}.png",
             full_page=True,

@@ -1,0 +1,110 @@
+"""axe-core on every page the browser tests open, through axe-playwright-python's axe build.
+
+Each browser context gets axe as an init script plus a small runner: every document is scanned
+as soon as it has loaded, and again after each htmx swap settles (a poll that finishes scoring
+changes the page). The page reports its violations to Python through an exposed binding, so a
+scan needs no cooperation from the test. When the test ends, the page as it was left is scanned
+once more from Python, and any serious or critical violation fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from axe_playwright_python.base import AXE_SCRIPT
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import BrowserContext, Error, Page
+
+FAILING_IMPACTS = ("serious", "critical")
+# Rules axe runs; "best-practice" is included because scrollable-region-focusable lives there.
+AXE_OPTIONS = {
+    "resultTypes": ["violations"],
+    "runOnly": {
+        "type": "tag",
+        "values": ["wcag2a", "wcag2aa", "wcag21aa", "wcag22aa", "best-practice"],
+    },
+}
+
+_RUNNER = """
+(() => {
+  if (window.top !== window) return;
+  const options = %s;
+  let running = false, again = false, timer = null;
+  async function scan() {
+    if (running) { again = true; return; }
+    if (!document.body) return;
+    running = true;
+    try {
+      const result = await window.axe.run(document, options);
+      await window.__axeReport(location.pathname + location.search, result.violations);
+    } catch (error) {
+      /* the document went away mid-scan; the next document is scanned on its own */
+    } finally {
+      running = false;
+      if (again) { again = false; scan(); }
+    }
+  }
+  window.__axeScanNow = scan;
+  function soon() { clearTimeout(timer); timer = setTimeout(scan, 50); }
+  document.addEventListener("DOMContentLoaded", scan);
+  document.addEventListener("htmx:afterSettle", soon);
+})();
+"""
+
+
+@dataclass
+class Finding:
+    """One rule broken on one page, with the elements that break it."""
+
+    url: str
+    rule: str
+    impact: str
+    help: str
+    targets: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.rule} ({self.impact}) {self.help} at {', '.join(self.targets)}"
+
+
+@dataclass
+class AxeWatch:
+    """What the scans of one test found, and which pages they covered."""
+
+    findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
+    scanned: list[str] = field(default_factory=list)
+
+    def record(self, url: str, violations: list[dict]) -> None:
+        """Keep the serious and critical violations of one scan (once per page and rule)."""
+        url = urlsplit(url)._replace(scheme="", netloc="").geturl()
+        self.scanned.append(url)
+        for violation in violations:
+            if violation.get("impact") not in FAILING_IMPACTS:
+                continue
+            targets = [", ".join(node["target"]) for node in violation["nodes"]][:5]
+            self.findings[(url.split("?")[0], violation["id"])] = Finding(
+                url, violation["id"], violation["impact"], violation["help"], targets
+            )
+
+    def watch(self, context: BrowserContext) -> None:
+        """Scan every document this context loads, and every htmx swap in it."""
+        context.expose_binding(
+            "__axeReport", lambda _source, url, violations: self.record(url, violations)
+        )
+        context.add_init_script(script=AXE_SCRIPT)
+        context.add_init_script(script=_RUNNER % json.dumps(AXE_OPTIONS))
+
+    def scan_now(self, page: Page) -> None:
+        """Scan the page as it is now (the state a test leaves it in)."""
+        if page.is_closed() or not page.url.startswith("http"):
+            return
+        try:
+            results = Axe().run(page, options=AXE_OPTIONS)
+        except Error:  # the page is mid-navigation; its documents were scanned as they loaded
+            return
+        self.record(page.url, results.response["violations"])
+
+    def problems(self) -> list[str]:
+        """Every serious or critical violation found, in words."""
+        return [str(finding) for finding in self.findings.values()]
