@@ -58,7 +58,7 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
     page.on("request", lambda r: polls.append(r.url) if "/progress/live" in r.url else None)
     page.get_by_role("button", name="Submit for scoring").click()
     expect(page.get_by_test_id("overall-progress")).to_be_visible()
-    for name, label in [("overall-progress", "Overall"), ("stage-gpt", "GPT essay scoring")]:
+    for name, label in [("overall-progress", "Overall"), ("stage-gpt", "Essay scoring")]:
         bar = page.get_by_role("progressbar", name=label, exact=True)
         expect(bar).to_have_attribute("data-testid", name)
         expect(bar).to_have_attribute("aria-valuemin", "0")
@@ -86,7 +86,7 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
 
     page.get_by_test_id("result-link").click()
     expect(page.get_by_test_id("result-percentage")).to_have_text(re.compile(r"^\d+(\.\d)?%$"))
-    expect(page.get_by_test_id("degraded-notice")).to_contain_text("not answered")
+    expect(page.get_by_test_id("degraded-notice")).to_contain_text("left unanswered")
     expect(page.get_by_test_id("breakdown")).to_contain_text("Multiple choice")
     essay = page.get_by_test_id("essay-answer").first
     expect(essay).to_have_text(ESSAY)

@@ -324,7 +324,12 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
     ensure_current(run, job_id)
     reasons = []
     if assessment.missing_question_ids:
-        reasons.append(f"{len(assessment.missing_question_ids)} question(s) were not answered.")
+        count = len(assessment.missing_question_ids)
+        reasons.append(
+            "1 question was not answered."
+            if count == 1
+            else f"{count} questions were not answered."
+        )
     upstream = {r.name: r for r in operation.stage_runs}
     abandoned = False
     for stage in (Stage.GPT, Stage.RAG):

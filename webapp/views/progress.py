@@ -9,8 +9,10 @@ from htmx_flask import make_response
 from webapp import fast_polls
 from webapp.errors import AssessmentNotFound, Forbidden
 from webapp.models import Assessment, AssessmentStatus, Entity, HistoryEvent, StageStatus
+from webapp.models.base import utcnow
 from webapp.services import history, status_cache
 from webapp.services.assessments import get_assessment
+from webapp.services.outcomes import outcome as outcome_of
 from webapp.services.progress import latest_operation, status_view
 from webapp.views.presentation import STOP_POLLING
 
@@ -58,11 +60,21 @@ def _context(assessment: Assessment) -> dict:
     return {
         "assessment": assessment,
         "view": view,
+        "outcome": outcome_of(assessment.id),
+        "elapsed": elapsed_seconds(assessment),
         "finished": assessment.is_finished,
         "has_result": bool(operation and operation.result),
         "failure": operation.error_message if operation else None,
         "timeline": timeline(assessment),
     }
+
+
+def elapsed_seconds(assessment: Assessment) -> float | None:
+    """Seconds from submission to the end of scoring (or to now, while it runs)."""
+    if assessment.submitted_at is None:
+        return None
+    end = assessment.completed_at if assessment.is_finished else None
+    return max(0.0, ((end or utcnow()) - assessment.submitted_at).total_seconds())
 
 
 @bp.get("/<int:assessment_id>/progress")

@@ -1,0 +1,14 @@
+// Destructive actions ask first: a form (or its submit button) with data-confirm="question"
+// submits only when the person answers OK. Without JavaScript the form submits as before.
+(function () {
+  "use strict";
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    const button = event.submitter;
+    const question = (button && button.dataset.confirm) || form.dataset.confirm;
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+})();
