@@ -12,3 +12,8 @@
     }
   }, true);
 })();
+
+// A read-only secret selects itself when focused, ready to copy.
+document.addEventListener("focusin", function (event) {
+  if (event.target.matches && event.target.matches("input[data-select-on-focus]")) event.target.select();
+});

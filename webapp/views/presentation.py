@@ -67,8 +67,8 @@ STAGE_FAILURE_WORDS: dict[Stage, str] = {
 PARTLY_SCORED = "Partly scored"
 # htmx stops an `every` poll when the server answers with this status code.
 STOP_POLLING = 286
-# Where the "Admin" link leads: the first of these admin pages that exists.
-ADMIN_HOMES = ("admin.overview", "admin.index", "admin.webhooks", "admin.audit_log")
+# Where the "Admin" link leads: the admin entry page, which names every admin page.
+ADMIN_HOMES = ("admin.index",)
 IN_FLIGHT = (AssessmentStatus.SUBMITTED, AssessmentStatus.PROCESSING)
 
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
