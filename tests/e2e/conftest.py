@@ -75,8 +75,10 @@ def new_page(browser) -> Iterator[Callable[[str], Page]]:
     contexts, pages, errors = [], [], []
     axe = AxeWatch()
 
-    def open_page(base_url: str) -> Page:
-        context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
+    def open_page(base_url: str, **options) -> Page:
+        """A page in a fresh context; `options` go to new_context (timezone_id, locale...)."""
+        options = {"viewport": {"width": 1280, "height": 800}, **options}
+        context = browser.new_context(base_url=base_url, **options)
         context.set_default_timeout(20_000)
         axe.watch(context)
         contexts.append(context)

@@ -1,0 +1,60 @@
+"""Answers are never lost (autosave, a warning before leaving) and times read in the viewer's zone."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import log_in
+
+pytestmark = pytest.mark.e2e
+
+ESSAY = "Recursion solves a problem by solving smaller copies of it, down to a base case."
+
+
+def test_an_essay_saves_itself_and_leaving_before_it_has_asks_first(page):
+    log_in(page)
+    page.get_by_test_id("start-python-basics").click()
+    essay = page.get_by_label("Explain how recursion works")
+
+    # Typed, and a link followed at once (before the autosave second is up): the page asks.
+    essay.fill(ESSAY)
+    asked: list[str] = []
+
+    def stay(dialog) -> None:
+        asked.append(dialog.type)
+        dialog.dismiss()
+
+    page.once("dialog", stay)
+    page.get_by_role("link", name="Assessments").first.click()
+    page.wait_for_timeout(500)
+    assert asked == ["beforeunload"]
+    expect(essay).to_have_value(ESSAY)
+
+    # A second later it is saved without any button, and leaving no longer asks.
+    expect(page.get_by_test_id("autosave-saved")).to_be_visible()
+    page.on("dialog", lambda dialog: asked.append(dialog.type) or dialog.dismiss())
+    page.get_by_role("link", name="Assessments").first.click()
+    expect(page.get_by_role("heading", name="Assessments", exact=True)).to_be_visible()
+    assert asked == ["beforeunload"]
+    page.get_by_role("link", name="Continue").first.click()
+    expect(page.get_by_label("Explain how recursion works")).to_have_value(ESSAY)
+
+
+def test_times_show_in_the_viewers_zone_with_the_exact_moment_on_hover(
+    new_page, live_server, api
+):
+    assessment = api.start()
+    page = new_page(live_server.url, timezone_id="Asia/Kolkata", locale="en-GB")
+    log_in(page)
+    started = page.get_by_test_id(f"assessment-{assessment['id']}").locator("time")
+    expect(started).to_have_attribute("data-localised", "1")
+    expect(started).to_have_text(re.compile(r"^(just now|\d+ seconds? ago)$"))
+    moment = datetime.fromisoformat(started.get_attribute("datetime"))
+    local = moment.astimezone(ZoneInfo("Asia/Kolkata"))
+    title = started.get_attribute("title")
+    assert f"{local:%H:%M:%S}" in title and "UTC" not in title, title
