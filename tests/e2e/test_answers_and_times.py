@@ -1,4 +1,4 @@
-"""Answers are never lost (autosave, a warning before leaving) and times read in the viewer's zone."""
+"""Answers are never lost (autosave, a leave-page warning); times read in the viewer's zone."""
 
 from __future__ import annotations
 
@@ -45,9 +45,7 @@ def test_an_essay_saves_itself_and_leaving_before_it_has_asks_first(page):
     expect(page.get_by_label("Explain how recursion works")).to_have_value(ESSAY)
 
 
-def test_times_show_in_the_viewers_zone_with_the_exact_moment_on_hover(
-    new_page, live_server, api
-):
+def test_times_show_in_the_viewers_zone_with_the_exact_moment_on_hover(new_page, live_server, api):
     assessment = api.start()
     page = new_page(live_server.url, timezone_id="Asia/Kolkata", locale="en-GB")
     log_in(page)
