@@ -157,7 +157,7 @@ def test_question_set_filter(app, admin, seeded):
     ("query", "flash"),
     [
         ("status=bogus", "Unknown status"),
-        ("degraded=maybe", "Degraded must be yes or no"),
+        ("degraded=maybe", "Partial report must be yes or no"),
         ("question_set=abc", "No such question set"),
         ("question_set=999999", "No such question set"),
         ("created_from=yesterday", "is not a date"),

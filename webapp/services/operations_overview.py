@@ -94,7 +94,7 @@ def parse_filters(args) -> AssessmentFilters:
     if degraded in ("yes", "no"):
         filters.degraded = degraded == "yes"
     elif degraded:
-        filters.errors.append("Degraded must be yes or no; showing both.")
+        filters.errors.append("Partial report must be yes or no; showing both.")
     for name, label in (("created_from", "From"), ("created_to", "To")):
         value = (args.get(name) or "").strip()
         if not value:
