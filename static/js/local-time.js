@@ -42,7 +42,24 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  // A datetime-local field the server reads as UTC (data-utc): people type their own time, and
+  // it is converted to UTC just before the form is sent.
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function utcFields() {
+    document.querySelectorAll("input[type=datetime-local][data-utc]").forEach(function (input) {
+      const label = input.labels && input.labels[0];
+      if (label) label.textContent = label.textContent.replace("(UTC)", "(your time)");
+      input.form.addEventListener("submit", function () {
+        if (!input.value) return;
+        const local = new Date(input.value);
+        if (isNaN(local)) return;
+        input.value = local.getUTCFullYear() + "-" + pad(local.getUTCMonth() + 1) + "-" + pad(local.getUTCDate()) +
+          "T" + pad(local.getUTCHours()) + ":" + pad(local.getUTCMinutes());
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { localise(document); utcFields(); });
   document.addEventListener("htmx:load", function (event) { localise(event.target); });
   window.setInterval(function () { localise(document); }, 30000);
 })();

@@ -8,8 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 
 from tests.e2e.conftest import log_in
+from webapp.extensions import db
+from webapp.models import AuditEntry
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +59,22 @@ def test_times_show_in_the_viewers_zone_with_the_exact_moment_on_hover(new_page,
     local = moment.astimezone(ZoneInfo("Asia/Kolkata"))
     title = started.get_attribute("title")
     assert f"{local:%H:%M:%S}" in title and "UTC" not in title, title
+
+
+def test_recover_since_is_typed_in_the_viewers_zone_and_sent_as_utc(new_page, live_server, app):
+    page = new_page(live_server.url, timezone_id="Asia/Kolkata")
+    log_in(page, "admin")
+    page.goto("/admin/webhooks")
+    page.get_by_label("Endpoint URL").fill("https://hooks.example.com/zone")
+    page.get_by_role("button", name="Add endpoint").click()
+    since = page.get_by_label("Since (your time)")
+    since.fill("2026-11-30T10:30")  # 10:30 in Kolkata is 05:00 UTC
+    page.get_by_role("button", name="Recover failed deliveries").click()
+    expect(page.get_by_test_id("flash")).to_contain_text("Sending 0 deliveries again")
+    with app.app_context():
+        entry = db.session.scalar(
+            select(AuditEntry)
+            .where(AuditEntry.action == "webhook_endpoint.recovered")
+            .order_by(AuditEntry.id.desc())
+        )
+    assert entry.details["since"].startswith("2026-11-30T05:00")

@@ -385,7 +385,7 @@ def _finish(operation: Operation, *, report: dict | None, error: str | None) -> 
         summary = (
             f"Scored {report['total']:g} of {report['max_total']:g} ({report['percentage']:g}%)"
         )
-        summary += ", degraded." if report["degraded"] else "."
+        summary += ": a partial report." if report["degraded"] else "."
     else:
         summary = f"Scoring failed: {error}"
     history.operation_changed(operation, summary)

@@ -143,6 +143,8 @@ def seconds_words(seconds: float | None) -> str:
     """A duration as people say it: 0.4 s, 12 s, 3 min 5 s, 2 h 10 min."""
     if seconds is None:
         return ""
+    if seconds < 0.1:
+        return "under 0.1 s"
     if seconds < 10:
         return f"{seconds:.1f} s"
     whole = round(seconds)

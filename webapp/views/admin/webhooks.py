@@ -85,7 +85,13 @@ class EndpointForm(FlaskForm):
 class RecoverForm(FlaskForm):
     """Re-send failed and skipped deliveries since a moment (UTC)."""
 
-    since = DateTimeLocalField("Since (UTC)", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
+    # Sent as UTC; static/js/local-time.js lets people type their own time and converts it.
+    since = DateTimeLocalField(
+        "Since (UTC)",
+        format="%Y-%m-%dT%H:%M",
+        validators=[InputRequired()],
+        render_kw={"data-utc": ""},
+    )
 
 
 class ActionForm(FlaskForm):
