@@ -98,7 +98,8 @@ def test_a_failed_stage_never_looks_like_success(new_page, scoring_site):
     expect(error).not_to_contain_text("HTTP 500")  # internal detail is for admins
     expect(page.get_by_test_id("rescore")).to_have_count(0)
     expect(page.get_by_test_id("stage-rag")).to_have_attribute("aria-valuetext", "100%, Done")
-    expect(page.get_by_test_id("timeline")).to_contain_text("failed")
+    expect(page.get_by_test_id("timeline")).to_contain_text("Essay scoring failed.")
+    expect(page.get_by_test_id("timeline")).not_to_contain_text("HTTP 500")
     screenshot(page, "progress-failed")
 
     page.get_by_test_id("result-link").click()

@@ -31,25 +31,34 @@ def _worth_showing(event: HistoryEvent) -> bool:
     return event.entity == Entity.ASSESSMENT
 
 
-def timeline(assessment: Assessment) -> list[dict]:
-    """The latest status changes of the assessment and its stages, oldest first."""
+def timeline(assessment: Assessment, technical: bool = False) -> list[dict]:
+    """The latest status changes of the assessment and its stages, oldest first; failures
+    carry their technical error only when `technical` (admins)."""
     events = [
         event
         for event in history.for_assessment(assessment.id, limit=TIMELINE_LENGTH * 4)
         if _worth_showing(event)
     ][:TIMELINE_LENGTH]
     return [
-        {"at": event.created_at, "message": event.message, "tone": _tone(event)}
+        {"at": event.created_at, "message": _message(event, technical), "tone": _tone(event)}
         for event in reversed(events)
     ]
 
 
+def _message(event: HistoryEvent, technical: bool) -> str:
+    """An event in words; a failure's internal error (`X failed: <error>`) is for admins."""
+    if event.status == StageStatus.FAILED and not technical:
+        return event.message.split(": ", 1)[0].rstrip(".") + "."
+    return event.message
+
+
 def _tone(event: HistoryEvent) -> str:
-    """How an event is marked: failures stand out, the finished assessment is good news."""
+    """How an event is marked: failures stand out, a clean finish is good news, a partial
+    report is a warning."""
     if event.status == StageStatus.FAILED:
         return "error"
     if event.entity == Entity.ASSESSMENT and event.status == AssessmentStatus.COMPLETED:
-        return "success"
+        return "warning" if "partial report" in event.message else "success"
     return "info"
 
 
@@ -65,7 +74,7 @@ def _context(assessment: Assessment) -> dict:
         "finished": assessment.is_finished,
         "has_result": bool(operation and operation.result),
         "failure": operation.error_message if operation else None,
-        "timeline": timeline(assessment),
+        "timeline": timeline(assessment, technical=current_user.is_admin),
     }
 
 

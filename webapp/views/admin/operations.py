@@ -18,6 +18,7 @@ from webapp.models import AssessmentStatus
 from webapp.services import audit, failed_jobs
 from webapp.services import operations_overview as overview
 from webapp.services.audit import Action
+from webapp.services.outcomes import outcomes
 from webapp.views.admin import bp
 
 T = TypeVar("T")
@@ -135,6 +136,7 @@ def operations():
     for error in filters.errors:
         flash(error, "error")
     live = _live_context()
+    rows = overview.assessments(filters)
     try:
         failed = overview.failed_jobs()
     except redis.RedisError:
@@ -151,7 +153,8 @@ def operations():
         raw_filters={name: request.args.get(name, "") for name in FILTER_NAMES},
         statuses=list(AssessmentStatus),
         question_sets=overview.question_sets(),
-        assessments=overview.assessments(filters),
+        assessments=rows,
+        failed_stages={i: o.failed_stages for i, o in outcomes([r.id for r in rows]).items()},
         assessment_limit=overview.ASSESSMENT_LIMIT,
         failed_jobs=failed,
         failed_by_queue=failed_by_queue,
