@@ -40,6 +40,6 @@ def test_admin_reads_the_operations_overview(app, page, worker, tmp_path):
     screenshot(page, "admin-operations")
 
     page.get_by_label("Status").select_option("completed")
-    page.get_by_label("Degraded").select_option("yes")
+    page.get_by_label("Partial report").select_option("yes")
     page.get_by_role("button", name="Filter").click()
     expect(page.get_by_test_id("assessment-row")).to_have_count(1)
