@@ -4,7 +4,8 @@ Each browser context gets axe as an init script plus a small runner: every docum
 as soon as it has loaded, and again after each htmx swap settles (a poll that finishes scoring
 changes the page). The page reports its violations to Python through an exposed binding, so a
 scan needs no cooperation from the test. When the test ends, the page as it was left is scanned
-once more from Python, and any serious or critical violation fails the test.
+once more from Python; any page the test left before its scan finished is opened again (same
+session) and scanned then. Any serious or critical violation fails the test.
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ class AxeWatch:
     """What the scans of one test found, and which pages they covered."""
 
     findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
-    scanned: list[str] = field(default_factory=list)
+    scanned: set[str] = field(default_factory=set)
+    visited: dict[str, BrowserContext] = field(default_factory=dict)
 
     def record(self, url: str, violations: list[dict]) -> None:
         """Keep the serious and critical violations of one scan (once per page and rule)."""
-        url = urlsplit(url)._replace(scheme="", netloc="").geturl()
-        self.scanned.append(url)
+        url = _local(url)
+        self.scanned.add(url)
         for violation in violations:
             if violation.get("impact") not in FAILING_IMPACTS:
                 continue
@@ -94,6 +96,28 @@ class AxeWatch:
         )
         context.add_init_script(script=AXE_SCRIPT)
         context.add_init_script(script=_RUNNER % json.dumps(AXE_OPTIONS))
+        context.on("page", lambda page: self._follow(context, page))
+
+    def _follow(self, context: BrowserContext, page: Page) -> None:
+        """Note every document the page's main frame shows."""
+
+        def navigated(frame) -> None:
+            if frame == page.main_frame and frame.url.startswith("http"):
+                self.visited.setdefault(_local(frame.url), context)
+
+        page.on("framenavigated", navigated)
+
+    def scan_missed(self) -> None:
+        """Open again, in the same session, each page the test left before it was scanned."""
+        for url, context in list(self.visited.items()):
+            if url in self.scanned:
+                continue
+            page = context.new_page()
+            try:
+                page.goto(url)
+                self.scan_now(page)
+            finally:
+                page.close()
 
     def scan_now(self, page: Page) -> None:
         """Scan the page as it is now (the state a test leaves it in)."""
@@ -108,3 +132,8 @@ class AxeWatch:
     def problems(self) -> list[str]:
         """Every serious or critical violation found, in words."""
         return [str(finding) for finding in self.findings.values()]
+
+
+def _local(url: str) -> str:
+    """A URL without scheme and host: the path and query a page was opened at."""
+    return urlsplit(url)._replace(scheme="", netloc="").geturl()

@@ -90,6 +90,7 @@ def new_page(browser) -> Iterator[Callable[[str], Page]]:
     yield open_page
     for page in pages:
         axe.scan_now(page)
+    axe.scan_missed()
     for context in contexts:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
