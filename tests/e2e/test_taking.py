@@ -76,6 +76,12 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
     }
     expect(page.get_by_test_id("status-badge")).to_have_text("Scored")
     expect(page.get_by_test_id("timeline")).to_contain_text("Submitted")
+    # How long it took, as CI tools show it: each stage, and the whole run.
+    expect(page.get_by_test_id("stage-duration-gpt")).to_have_text(
+        re.compile(r" · (under )?[\d.]+ s$")
+    )
+    expect(page.get_by_test_id("elapsed")).to_contain_text("Scored in")
+    expect(page.get_by_test_id("stage-scorer")).to_contain_text("offline rubric scorer")
 
     # A tab left open on a finished assessment makes no more requests.
     polls_when_finished = len(polls)
@@ -100,6 +106,7 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
 
     page.get_by_role("link", name="Back to your assessments").click()
     expect(page.get_by_test_id("status-badge").first).to_have_text("Scored")
+    expect(page.get_by_test_id(re.compile(r"assessment-\d+-score"))).to_contain_text("%")
     screenshot(page, "dashboard")
 
 
