@@ -8,6 +8,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import ADMIN
 from tests.test_webhooks_pages import log_in
@@ -90,6 +91,14 @@ def test_health_counts_deliveries_not_attempts_and_the_log_shows_response_times(
     assert 'data-testid="delivery-duration">in 208 ms<' in html  # the latest attempt's time
     assert "not retried: test events are tried once" in html
     assert 'data-poll-seconds="60"' in html  # the next retry is 30 minutes away
+    with app.app_context():
+        failed_test = db.session.scalar(
+            select(Delivery.id).where(
+                Delivery.endpoint_id == endpoint_id, Delivery.auto_retry.is_(False)
+            )
+        )
+    detail = client.get(f"/admin/webhooks/deliveries/{failed_test}").text
+    assert "Not retried: test events are tried once." in detail
     schedule = ", ".join(seconds_words(s) for s in app.config["WEBHOOK_RETRY_SCHEDULE"])
     index = client.get("/admin/webhooks").text
     assert f"tried again after {schedule}, then marked failed" in index
