@@ -1,5 +1,6 @@
-// Destructive actions ask first: a form (or its submit button) with data-confirm="question"
-// submits only when the person answers OK. Without JavaScript the form submits as before.
+// Forms that guard what they change. Destructive actions ask first: a form (or its submit
+// button) with data-confirm="question" submits only when the person answers OK; without
+// JavaScript the form submits as before. Below: a read-only secret selects itself on focus.
 (function () {
   "use strict";
   document.addEventListener("submit", function (event) {

@@ -1,11 +1,12 @@
 """axe-core on every page the browser tests open, through axe-playwright-python's axe build.
 
 Each browser context gets axe as an init script plus a small runner: every document is scanned
-as soon as it has loaded, and again after each htmx swap settles (a poll that finishes scoring
+a second after it has loaded, and again after htmx swaps settle (a poll that finishes scoring
 changes the page). The page reports its violations to Python through an exposed binding, so a
-scan needs no cooperation from the test. When the test ends, the page as it was left is scanned
-once more from Python; any page the test left before its scan finished is opened again (same
-session) and scanned then. Any serious or critical violation fails the test.
+scan needs no cooperation from the test. Right after the test (its servers still up), the page
+as it was left is scanned once more from Python; any page the test left before its scan
+finished is opened again (same session) and scanned then. Any serious or critical violation
+fails the test.
 """
 
 from __future__ import annotations
@@ -32,11 +33,15 @@ _RUNNER = """
 (() => {
   if (window.top !== window) return;
   const options = %s;
-  let running = false, again = false, timer = null;
+  // After htmx swaps (a poll every 2 s), scan at most once per SWAP_GAP ms, the last swap
+  // included: a scan costs the browser CPU that live-progress tests need for their own timing.
+  const SWAP_GAP = 8000, LOAD_DELAY = 1000;
+  let running = false, again = false, timer = null, last = 0;
   async function scan() {
     if (running) { again = true; return; }
     if (!document.body) return;
     running = true;
+    last = Date.now();
     try {
       const result = await window.axe.run(document, options);
       await window.__axeReport(location.pathname + location.search, result.violations);
@@ -48,8 +53,13 @@ _RUNNER = """
     }
   }
   window.__axeScanNow = scan;
-  function soon() { clearTimeout(timer); timer = setTimeout(scan, 50); }
-  document.addEventListener("DOMContentLoaded", scan);
+  function soon() {
+    clearTimeout(timer);
+    timer = setTimeout(scan, Math.max(50, last + SWAP_GAP - Date.now()));
+  }
+  // A second after load: a page the test leaves sooner is reopened and scanned when it ends
+  // (scan_missed), so quick steps (log in, submit) don't wait on axe.
+  document.addEventListener("DOMContentLoaded", function () { setTimeout(scan, LOAD_DELAY); });
   document.addEventListener("htmx:afterSettle", soon);
 })();
 """
@@ -76,6 +86,7 @@ class AxeWatch:
     findings: dict[tuple[str, str], Finding] = field(default_factory=dict)
     scanned: set[str] = field(default_factory=set)
     visited: dict[str, BrowserContext] = field(default_factory=dict)
+    pages: list[Page] = field(default_factory=list)
 
     def record(self, url: str, violations: list[dict]) -> None:
         """Keep the serious and critical violations of one scan (once per page and rule)."""
@@ -133,7 +144,15 @@ class AxeWatch:
         """Every serious or critical violation found, in words."""
         return [str(finding) for finding in self.findings.values()]
 
+    def finish(self) -> None:
+        """Scan the test's pages as left and those it left unscanned; fail on any problem."""
+        for page in self.pages:
+            self.scan_now(page)
+        self.scan_missed()
+        problems = self.problems()
+        assert not problems, "axe-core found serious or critical problems:\n" + "\n".join(problems)
+
 
 def _local(url: str) -> str:
-    """A URL without scheme and host: the path and query a page was opened at."""
-    return urlsplit(url)._replace(scheme="", netloc="").geturl()
+    """A URL without scheme, host and fragment: the path and query a page was opened at."""
+    return urlsplit(url)._replace(scheme="", netloc="", fragment="").geturl()

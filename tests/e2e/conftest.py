@@ -68,12 +68,27 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+AXE_WATCH = pytest.StashKey[AxeWatch]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Right after a browser test passes, while its servers still run: scan the pages as the
+    test left them and any it left unscanned; a serious or critical violation fails it."""
+    result = yield
+    watch = item.stash.get(AXE_WATCH, None)
+    if watch is not None:
+        watch.finish()
+    return result
+
+
 @pytest.fixture()
-def new_page(browser) -> Iterator[Callable[[str], Page]]:
+def new_page(browser, request) -> Iterator[Callable[[str], Page]]:
     """Open pages on a base URL, each in its own context; JavaScript errors fail the test, and
     so does a serious or critical axe-core violation on any page the test opened."""
-    contexts, pages, errors = [], [], []
+    contexts, errors = [], []
     axe = AxeWatch()
+    request.node.stash[AXE_WATCH] = axe
 
     def open_page(base_url: str, **options) -> Page:
         """A page in a fresh context; `options` go to new_context (timezone_id, locale...)."""
@@ -84,18 +99,13 @@ def new_page(browser) -> Iterator[Callable[[str], Page]]:
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        pages.append(page)
+        axe.pages.append(page)
         return page
 
     yield open_page
-    for page in pages:
-        axe.scan_now(page)
-    axe.scan_missed()
     for context in contexts:
         context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
-    problems = axe.problems()
-    assert not problems, "axe-core found serious or critical problems:\n" + "\n".join(problems)
 
 
 @pytest.fixture()
@@ -123,7 +133,9 @@ def screenshot(page: Page, name: str) -> None:
         page.set_viewport_size({"width": width, "height": height})
         scroll_width = page.evaluate("document.documentElement.scrollWidth")
         assert scroll_width <= width, f"{name} scrolls sideways at {width}px ({scroll_width}px)"
-        page.evaluate("() => window.__axeScanNow && window.__axeScanNow()")  # this width too
+        # Scan at this width too; not awaited (the scan reports itself), so a test that watches
+        # live progress right after a screenshot starts watching at once.
+        page.evaluate("() => { window.__axeScanNow && window.__axeScanNow(); }")
         page.screenshot(
             path=SCREENSHOTS / f"{name}-{width}.png",
             full_page=True,
