@@ -57,8 +57,8 @@ def test_the_page_lists_entries_newest_first(admin_client, entries):
     assert response.status_code == 200
     html = response.get_data(as_text=True)
     assert ACTION.findall(html) == ["assessment.rescored", "login", "assessment.submitted"]
-    assert "operation_id: 5" in html
-    assert "assessment #11" in html
+    assert "<dt>Operation id</dt><dd>5</dd>" in html
+    assert '<a href="/assessments/11/progress">assessment #11</a>' in html
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,32 @@ def test_filters_narrow_the_entries(admin_client, entries, query, expected):
     assert rows(response) == expected
     if expected == 0:
         assert "No entries match these filters." in response.get_data(as_text=True)
+
+
+def test_details_read_as_words_and_entities_link_to_their_pages(app, admin_client):
+    events = ["assessment.completed", "assessment.failed"]
+    changed = {"enabled": True}
+    record(
+        app, Action.WEBHOOK_ENDPOINT_UPDATED, ADMIN[0], "webhook_endpoint", 3,
+        changed=changed, event_types=events,
+    )  # fmt: skip
+    html = admin_client.get("/admin/audit").get_data(as_text=True)
+    assert "{'enabled': True}" not in html and "[" not in html.split("audit-details")[1][:300]
+    assert "<dt>Changed</dt><dd>Enabled yes</dd>" in html
+    assert "<dd>assessment.completed, assessment.failed</dd>" in html
+    assert '<a href="/admin/webhooks/3">webhook_endpoint #3</a>' in html
+
+
+def test_older_entries_page_back_past_the_newest_200(app, admin_client):
+    for number in range(205):
+        record(app, Action.LOGIN, STUDENT[0], "user", number)
+    first = admin_client.get("/admin/audit").get_data(as_text=True)
+    assert len(ACTION.findall(first)) == 200
+    older = re.search(r'href="([^"]+)" data-testid="audit-older"', first).group(1)
+    second = admin_client.get(older.replace("&amp;", "&")).get_data(as_text=True)
+    assert len(ACTION.findall(second)) == 5
+    assert "user #0<" in second and "user #204<" not in second
+    assert 'data-testid="audit-older"' not in second
 
 
 def test_filters_are_kept_in_the_form(admin_client, entries):

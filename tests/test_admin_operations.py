@@ -14,7 +14,9 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, STUDENT, redis_db_url
+from tests.conftest import ADMIN, STUDENT, Api, redis_db_url
+from tests.openai_server import Reply, rubric_reply
+from tests.test_pipeline import full_answers
 from tests.test_watchdog import submit_through
 from tests.test_webhooks_pages import csrf_token, log_in
 from webapp import create_app
@@ -155,7 +157,7 @@ def test_question_set_filter(app, admin, seeded):
     ("query", "flash"),
     [
         ("status=bogus", "Unknown status"),
-        ("degraded=maybe", "Degraded must be yes or no"),
+        ("degraded=maybe", "Partial report must be yes or no"),
         ("question_set=abc", "No such question set"),
         ("question_set=999999", "No such question set"),
         ("created_from=yesterday", "is not a date"),
@@ -286,6 +288,85 @@ def test_requeue_all_puts_every_failed_job_of_a_queue_back(app, admin, worker, t
         for job in jobs:
             wait_for(lambda job=job: job.get_status(refresh=True) == JobStatus.FINISHED)
     assert not any(path.exists() for path in paths)
+
+
+def test_score_again_on_a_failed_stage_job_heals_its_assessment(
+    db_url, tokens, worker_factory, openai_server, serve
+):
+    """Requeueing the failed gpt job as it was would run nothing (the stage is already failed);
+    the list offers "Score again", which runs every stage and the report anew."""
+    openai_server.default = Reply(status=500, body={"error": {"message": "boom"}})
+    _, redis_url = worker_factory(
+        OPENAI_API_KEY="test-key", OPENAI_BASE_URL=openai_server.base_url, OPENAI_MAX_RETRIES="0"
+    )
+    site = create_app(
+        {"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": redis_url,
+         "RATE_LIMIT_POLL": "100000/minute"}
+    )  # fmt: skip
+    student = site.test_client()
+    headers = {"Authorization": f"Bearer {tokens['student']}"}
+    assessment = student.post(
+        "/api/v1/assessments", json={"question_set": "python-basics"}, headers=headers
+    ).get_json()
+    student.post(
+        f"/api/v1/assessments/{assessment['id']}/submit",
+        json={"responses": full_answers(assessment)},
+        headers=headers,
+    )
+    api = Api(serve(site).url, tokens["admin"])
+    first = api.wait_finished(assessment["id"])
+    assert next(s for s in first["stages"] if s["name"] == "gpt")["status"] == "failed"
+
+    admin = site.test_client()
+    log_in(admin, ADMIN)
+    with site.app_context():
+        registry = FailedJobRegistry(queue=get_queue("scoring"))
+        wait_for(lambda: registry.get_job_ids())
+        [job_id] = registry.get_job_ids()
+    html = admin.get("/admin/operations").get_data(as_text=True)
+    item = re.search(rf'data-job-id="{job_id}">(.*?)</li>', html, re.DOTALL).group(1)
+    assert f"assessment #{assessment['id']}" in item and "Score again" in item
+    assert 'data-testid="failed-job-traceback"' in item and "Traceback" in item
+
+    openai_server.default = rubric_reply()  # the provider is back
+    response = admin.post(
+        f"/admin/operations/queues/scoring/jobs/{job_id}/requeue",
+        data={"csrf_token": csrf_token(admin, "/admin/operations")},
+    )
+    assert response.headers["Location"].endswith(f"/assessments/{assessment['id']}/progress")
+    time.sleep(0.5)
+    healed = api.wait_finished(assessment["id"])
+    assert healed["operation_id"] != first["operation_id"]
+    assert {s["name"]: s["status"] for s in healed["stages"]}["gpt"] == "completed"
+    assert healed["status"] == "completed" and healed["degraded"] is False
+    with site.app_context():
+        assert job_id not in FailedJobRegistry(queue=get_queue("scoring")).get_job_ids()
+
+
+def test_clearing_failed_jobs_deletes_them_and_is_audited(app, admin, worker, tmp_path):
+    jobs = [failing_remove(app, tmp_path / name) for name in ("a", "b", "c")]
+    token = csrf_token(admin, "/admin/operations")
+    html = admin.get("/admin/operations").get_data(as_text=True)
+    assert 'data-confirm="Clear job' in html and 'data-testid="clear-all-default"' in html
+    admin.post(
+        f"/admin/operations/queues/default/jobs/{jobs[0].id}/clear", data={"csrf_token": token}
+    )
+    with app.app_context():
+        left = FailedJobRegistry(queue=get_queue("default")).get_job_ids()
+    assert jobs[0].id not in left and jobs[1].id in left
+    response = admin.post(
+        "/admin/operations/queues/default/clear-failed",
+        data={"csrf_token": token},
+        follow_redirects=True,
+    )
+    assert "2 failed jobs cleared from the default queue." in flashes(response)
+    with app.app_context():
+        assert FailedJobRegistry(queue=get_queue("default")).get_job_ids() == []
+        assert not Job.exists(jobs[1].id, connection=get_queue("default").connection)
+        actions = db.session.scalars(
+            select(AuditEntry.action).where(AuditEntry.action == "job.cleared")
+        ).all()
+    assert len(actions) == 2
 
 
 def test_requeue_needs_csrf_and_a_known_queue(admin):

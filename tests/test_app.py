@@ -58,6 +58,9 @@ def test_unknown_page_is_an_html_404(client):
     response = client.get("/no-such-page", headers={"Accept": "text/html"})
     assert response.status_code == 404
     assert b"<html" in response.data
+    assert "Page not found" in response.text
+    assert "There is no page at /no-such-page." in response.text
+    assert "If you entered the URL manually" not in response.text  # not Werkzeug's wording
 
 
 def test_embedded_redis_is_started_once_and_shared(tmp_path):

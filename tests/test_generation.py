@@ -16,7 +16,7 @@ from tests.conftest import ADMIN, STUDENT, Api
 from tests.openai_server import Reply, rubric_reply
 from webapp import create_app
 from webapp.extensions import db
-from webapp.models import Operation, Question, QuestionSet
+from webapp.models import AuditEntry, Operation, Question, QuestionSet
 from worker.stages.base import StageError
 from worker.stages.generation import (
     OFFLINE_GENERATOR,
@@ -413,6 +413,9 @@ def test_page_generates_a_question_polls_it_and_adds_it_to_a_set(
     assert started.status_code == 302
     page = admin_client.get(started.headers["Location"]).get_data(as_text=True)
     assert "Generating a multiple choice question on JSON" in page
+    # The form remembers what was just generated, ready for another one like it.
+    assert '<option selected value="json">' in page
+    assert '<option selected value="theoretical">' in page
     operation_id = int(re.search(r'id="generation-(\d+)"', page).group(1))
     poll_url = f"/admin/question-sets/generations/{operation_id}"
 
@@ -450,6 +453,11 @@ def test_page_generates_a_question_polls_it_and_adds_it_to_a_set(
         )
         assert question.correct_option == draft.correct_option
         assert question.options == draft.to_dict()["options"]
+        entry = db.session.scalar(
+            select(AuditEntry).where(AuditEntry.action == "question_set.question_added")
+        )
+        assert (entry.entity_type, entry.entity_id) == ("question_set", scratch_set)
+        assert entry.details["operation_id"] == operation_id and entry.details["position"] == 1
 
     again = admin_client.post(
         f"/admin/question-sets/{scratch_set}/questions",

@@ -352,7 +352,7 @@ def test_result_page_shows_rubric_recommendations_and_why_it_is_partial(browser,
     run_scoring(site, assessment_id)
     html = browser.get(f"/assessments/{assessment_id}/result").get_data(as_text=True)
     assert 'data-testid="degraded-notice"' in html
-    assert "8 question(s) were not answered." in html
+    assert "8 questions were left unanswered and score 0" in html
     for dimension in ("relevance", "depth", "clarity", "technical"):
         assert html.count(f'data-testid="rubric-{dimension}"') == 2
     assert "Scored by the offline rubric scorer" in html

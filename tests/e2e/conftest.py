@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
 
-from tests.conftest import OTHER_STUDENT, STUDENT, LiveServer
+from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT, LiveServer
+from tests.e2e.accessibility import AxeWatch
 from tests.openai_server import OpenAICompatibleServer, Reply
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-WIDTHS = {1280: 900, 375: 812}
+WIDTHS = {1280: 800, 390: 844}
 # The machine may have no outside network; these keep Chromium from calling home.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -34,7 +35,7 @@ CHROMIUM_ARGS = [
 # Playwright's `style=` (and its caret hiding) would inject is refused like any inline style.
 UNSTICK = "bars => bars.forEach(bar => bar.style.setProperty('position', 'static', 'important'))"
 RESTICK = "bars => bars.forEach(bar => bar.style.removeProperty('position'))"
-ACCOUNTS = {"student": STUDENT, "other": OTHER_STUDENT}
+ACCOUNTS = {"student": STUDENT, "other": OTHER_STUDENT, "admin": ADMIN}
 # How Chromium's console words whatever the policy blocks.
 CSP_REFUSAL = "Content Security Policy"
 
@@ -72,19 +73,40 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture()
-def new_page(browser) -> Iterator[Callable[[str], Page]]:
-    """Open pages on a base URL, each in its own context; JavaScript errors and anything the
-    Content-Security-Policy refuses fail the test."""
-    contexts, errors = [], []
+AXE_WATCH = pytest.StashKey[AxeWatch]()
 
-    def open_page(base_url: str) -> Page:
-        context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Right after a browser test passes, while its servers still run: scan the pages as the
+    test left them and any it left unscanned; a serious or critical violation fails it."""
+    result = yield
+    watch = item.stash.get(AXE_WATCH, None)
+    if watch is not None:
+        watch.finish()
+    return result
+
+
+@pytest.fixture()
+def new_page(browser, request) -> Iterator[Callable[[str], Page]]:
+    """Open pages on a base URL, each in its own context; JavaScript errors, anything the
+    Content-Security-Policy refuses, and a serious or critical axe-core violation on any page
+    the test opened fail the test."""
+    contexts, errors = [], []
+    axe = AxeWatch()
+    request.node.stash[AXE_WATCH] = axe
+
+    def open_page(base_url: str, **options) -> Page:
+        """A page in a fresh context; `options` go to new_context (timezone_id, locale...)."""
+        options = {"viewport": {"width": 1280, "height": 800}, **options}
+        context = browser.new_context(base_url=base_url, **options)
         context.set_default_timeout(20_000)
+        axe.watch(context)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda m: errors.append(m.text) if CSP_REFUSAL in m.text else None)
+        axe.pages.append(page)
         return page
 
     yield open_page
@@ -110,7 +132,7 @@ def log_in(page: Page, who: str = "student") -> None:
 
 
 def screenshot(page: Page, name: str) -> None:
-    """Save the page at 1280 and 375 px wide into tests/artifacts/screenshots/; neither may
+    """Save the page at 1280 and 390 px wide into tests/artifacts/screenshots/; neither may
     scroll sideways."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     original = page.viewport_size
@@ -119,6 +141,9 @@ def screenshot(page: Page, name: str) -> None:
         page.set_viewport_size({"width": width, "height": height})
         scroll_width = page.evaluate("document.documentElement.scrollWidth")
         assert scroll_width <= width, f"{name} scrolls sideways at {width}px ({scroll_width}px)"
+        # Scan at this width too; not awaited (the scan reports itself), so a test that watches
+        # live progress right after a screenshot starts watching at once.
+        page.evaluate("() => { window.__axeScanNow && window.__axeScanNow(); }")
         page.screenshot(
             path=SCREENSHOTS / f"{name}-{width}.png",
             full_page=True,

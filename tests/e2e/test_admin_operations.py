@@ -30,7 +30,8 @@ def test_admin_reads_the_operations_overview(app, page, worker, tmp_path):
     job = failing_remove(app, tmp_path / "missing")
 
     log_in_as_admin(page)
-    page.get_by_role("link", name="Operations").click()
+    page.get_by_role("link", name="Admin", exact=True).click()
+    page.get_by_role("navigation", name="Admin").get_by_role("link", name="Operations").click()
     expect(page.get_by_role("heading", name="Operations", exact=True)).to_be_visible()
     expect(page.get_by_test_id("worker-alive").first).to_have_text("Alive")
     expect(page.locator(f'[data-job-id="{job.id}"]')).to_contain_text("FileNotFoundError")
@@ -39,6 +40,6 @@ def test_admin_reads_the_operations_overview(app, page, worker, tmp_path):
     screenshot(page, "admin-operations")
 
     page.get_by_label("Status").select_option("completed")
-    page.get_by_label("Degraded").select_option("yes")
+    page.get_by_label("Partial report").select_option("yes")
     page.get_by_role("button", name="Filter").click()
     expect(page.get_by_test_id("assessment-row")).to_have_count(1)

@@ -58,7 +58,7 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
     page.on("request", lambda r: polls.append(r.url) if "/progress/live" in r.url else None)
     page.get_by_role("button", name="Submit for scoring").click()
     expect(page.get_by_test_id("overall-progress")).to_be_visible()
-    for name, label in [("overall-progress", "Overall"), ("stage-gpt", "GPT essay scoring")]:
+    for name, label in [("overall-progress", "Overall"), ("stage-gpt", "Essay scoring")]:
         bar = page.get_by_role("progressbar", name=label, exact=True)
         expect(bar).to_have_attribute("data-testid", name)
         expect(bar).to_have_attribute("aria-valuemin", "0")
@@ -76,6 +76,12 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
     }
     expect(page.get_by_test_id("status-badge")).to_have_text("Scored")
     expect(page.get_by_test_id("timeline")).to_contain_text("Submitted")
+    # How long it took, as CI tools show it: each stage, and the whole run.
+    expect(page.get_by_test_id("stage-duration-gpt")).to_have_text(
+        re.compile(r" · (under )?[\d.]+ s$")
+    )
+    expect(page.get_by_test_id("elapsed")).to_contain_text("Scored in")
+    expect(page.get_by_test_id("stage-scorer")).to_contain_text("offline rubric scorer")
 
     # A tab left open on a finished assessment makes no more requests.
     polls_when_finished = len(polls)
@@ -86,7 +92,7 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
 
     page.get_by_test_id("result-link").click()
     expect(page.get_by_test_id("result-percentage")).to_have_text(re.compile(r"^\d+(\.\d)?%$"))
-    expect(page.get_by_test_id("degraded-notice")).to_contain_text("not answered")
+    expect(page.get_by_test_id("degraded-notice")).to_contain_text("left unanswered")
     expect(page.get_by_test_id("breakdown")).to_contain_text("Multiple choice")
     essay = page.get_by_test_id("essay-answer").first
     expect(essay).to_have_text(ESSAY)
@@ -100,6 +106,7 @@ def test_student_takes_saves_submits_and_reads_the_result(page, worker):
 
     page.get_by_role("link", name="Back to your assessments").click()
     expect(page.get_by_test_id("status-badge").first).to_have_text("Scored")
+    expect(page.get_by_test_id(re.compile(r"assessment-\d+-score"))).to_contain_text("%")
     screenshot(page, "dashboard")
 
 

@@ -80,6 +80,7 @@ def test_admin_adds_tests_redelivers_and_rotates(new_page, settings_site, receiv
     screenshot(page, "webhook-delivery")
 
     page.get_by_role("link", name="Endpoint #").click()
+    page.once("dialog", lambda dialog: dialog.accept())  # it asks first
     page.get_by_role("button", name="Rotate secret").click()
     expect(page.get_by_test_id("flash")).to_contain_text("Secret rotated")
     expect(page.get_by_test_id("rotation-grace")).to_be_visible()
@@ -105,6 +106,7 @@ def test_a_disabled_endpoint_shows_a_banner_with_its_reason(new_page, settings_s
     page.goto("/admin/webhooks")
     page.get_by_label("Endpoint URL").fill(receiver.url)
     page.get_by_role("button", name="Add endpoint").click()
+    page.once("dialog", lambda dialog: dialog.accept())  # it asks first
     page.get_by_role("button", name="Disable").click()
 
     banner = page.get_by_test_id("disabled-banner")
@@ -130,3 +132,44 @@ def test_a_forbidden_url_is_refused_with_the_reason_in_the_form(new_page, live_s
         "http://169.254.169.254/latest/meta-data/"
     )
     screenshot(page, "webhooks-invalid-url")
+
+
+def test_destructive_actions_ask_first_and_cancel_changes_nothing(
+    new_page, settings_site, receivers
+):
+    receiver = receivers()
+    page = new_page(settings_site)
+    log_in_as_admin(page)
+    page.goto("/admin/webhooks")
+    page.get_by_label("Endpoint URL").fill(receiver.url)
+    page.get_by_role("button", name="Add endpoint").click()
+    endpoint_page = page.url
+    secret = revealed_secret(page)
+
+    asked: list[str] = []
+
+    def answer(accept: bool):
+        def handle(dialog) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        return handle
+
+    for button in ("Rotate secret", "Disable", "Delete endpoint"):
+        page.once("dialog", answer(False))
+        page.get_by_role("button", name=button).click()
+        page.wait_for_timeout(300)
+        assert page.url == endpoint_page, f"{button} went ahead without a yes"
+    assert [m.split("?")[0] for m in asked] == [
+        "Rotate the signing secret",
+        "Disable this endpoint",
+        "Delete this endpoint and its whole delivery log",
+    ]
+    page.reload()
+    expect(page.get_by_test_id("endpoint-state")).to_have_text("Enabled")
+    assert revealed_secret(page) == secret
+
+    page.once("dialog", answer(True))
+    page.get_by_role("button", name="Delete endpoint").click()
+    expect(page.get_by_test_id("flash")).to_contain_text("deleted with its delivery log")
+    expect(page.get_by_text("No endpoints yet")).to_be_visible()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, json, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from webapp.errors import ScorelineError
 from webapp.extensions import db
@@ -80,6 +80,13 @@ def init_app(app: Flask) -> None:
             if status == 405 and exc.valid_methods:
                 headers["Allow"] = ", ".join(exc.valid_methods)
             return problem(status, code, exc.name, exc.description, headers=headers)
+        if status == 404 and exc.description == NotFound.description:
+            # Werkzeug's stock wording is written for developers; say it as a product does.
+            return _html_error(
+                404,
+                "Page not found",
+                f"There is no page at {request.path}. The link may be old or mistyped.",
+            )
         return _html_error(status, exc.name, exc.description)
 
     @app.errorhandler(Exception)

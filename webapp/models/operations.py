@@ -53,7 +53,7 @@ STAGE_WEIGHTS: dict[Stage, int] = {
 WORKER_STAGES: tuple[Stage, ...] = (Stage.GPT, Stage.RAG, Stage.FUSION)
 STAGE_LABELS: dict[Stage, str] = {
     Stage.RULE_SCORE: "Rule score",
-    Stage.GPT: "GPT essay scoring",
+    Stage.GPT: "Essay scoring",  # by OpenAI or the offline scorer: the page names which
     Stage.RAG: "Recommendations",
     Stage.FUSION: "Final report",
 }

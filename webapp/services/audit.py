@@ -37,6 +37,8 @@ class Action(enum.StrEnum):
     WEBHOOK_RECOVERED = "webhook_endpoint.recovered"
     ASSESSMENT_CALLBACK_REGISTERED = "assessment.callback_registered"
     JOB_REQUEUED = "job.requeued"
+    JOBS_CLEARED = "job.cleared"
+    QUESTION_ADDED = "question_set.question_added"
 
 
 def record(
@@ -73,10 +75,13 @@ def record(
 
 def search(
     *, actor: str | None = None, action: str | None = None, entity_type: str | None = None,
-    entity_id: str | None = None, limit: int = 200,
+    entity_id: str | None = None, limit: int = 200, before_id: int | None = None,
 ) -> list[AuditEntry]:  # fmt: skip
-    """Entries newest first, filtered by actor email (a literal substring), action and entity."""
+    """Entries newest first, filtered by actor email (a literal substring), action and entity;
+    with `before_id`, the page of entries older than that one."""
     query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
     if actor:
         # autoescape: "%" and "_" in the filter are letters of an email, not wildcards.
         query = query.where(AuditEntry.actor_email.contains(actor, autoescape=True))

@@ -31,6 +31,13 @@ from webapp.models import (
 from webapp.models.base import utcnow
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis
 from webapp.request_values import parse_date, parse_id
+from webapp.services.failed_jobs import (  # noqa: F401  (UnknownQueue: raised from here too)
+    Purpose,
+    Remedy,
+    UnknownQueue,
+    failed_registry,
+    purpose_of,
+)
 from webapp.services.watchdog import MAX_REPAIRS, REPAIR_MESSAGE, aware, heartbeat_deadline
 
 # The assessments table shows at most this many, newest first.
@@ -92,7 +99,7 @@ def parse_filters(args) -> AssessmentFilters:
     if degraded in ("yes", "no"):
         filters.degraded = degraded == "yes"
     elif degraded:
-        filters.errors.append("Degraded must be yes or no; showing both.")
+        filters.errors.append("Partial report must be yes or no; showing both.")
     for name, label in (("created_from", "From"), ("created_to", "To")):
         value = (args.get(name) or "").strip()
         try:
@@ -270,6 +277,8 @@ class FailedJob:
     description: str
     failed_at: datetime | None
     error: str
+    traceback: str = ""
+    purpose: Purpose | None = None
 
 
 def failed_jobs(limit: int = FAILED_JOB_LIMIT) -> list[FailedJob]:
@@ -291,7 +300,9 @@ def failed_jobs(limit: int = FAILED_JOB_LIMIT) -> list[FailedJob]:
                 queue=name,
                 description=job.description or job.func_name or "",
                 failed_at=aware(job.ended_at) if job.ended_at else None,
-                error=_last_line(job),
+                error=_last_line(_traceback(job)),
+                traceback=_traceback(job),
+                purpose=purpose_of(job),
             )
         )
     never = datetime.min.replace(tzinfo=UTC)
@@ -299,21 +310,21 @@ def failed_jobs(limit: int = FAILED_JOB_LIMIT) -> list[FailedJob]:
     return out[:limit]
 
 
-def _last_line(job: Job) -> str:
-    """The last line of the job's traceback: the exception and its message."""
+def _traceback(job: Job) -> str:
+    """The job's traceback as RQ stored it (empty when it kept none)."""
     result = job.latest_result()
-    text = (result.exc_string if result is not None else None) or ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return ((result.exc_string if result is not None else None) or "").strip()
+
+
+def _last_line(text: str) -> str:
+    """The last line of a traceback: the exception and its message."""
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
-
-
-class UnknownQueue(ValueError):
-    """The name is not one of QUEUE_NAMES."""
 
 
 def requeue_job(queue_name: str, job_id: str) -> bool:
     """Put one failed job back on its queue; False when it is no longer in the failed list."""
-    registry = _failed_registry(queue_name)
+    registry = failed_registry(queue_name)
     try:
         validate_job_id(job_id)  # RQ raises ValueError for any other id: no such job exists
     except ValueError:
@@ -326,16 +337,12 @@ def requeue_job(queue_name: str, job_id: str) -> bool:
 
 
 def requeue_failed(queue_name: str) -> int:
-    """Put every failed job of one queue back on it; returns how many went back."""
-    registry = _failed_registry(queue_name)
-    return sum(requeue_job(queue_name, job_id) for job_id in registry.get_job_ids())
-
-
-def _failed_registry(queue_name: str) -> FailedJobRegistry:
-    """The failed registry of one of the app's queues."""
-    if queue_name not in QUEUE_NAMES:
-        raise UnknownQueue(queue_name)
-    return FailedJobRegistry(queue=get_queue(queue_name))
+    """Run again every failed job of one queue that only running again can mend (jobs this app
+    doesn't know); returns how many went back. Scoring, delivery and generation jobs stay."""
+    registry = failed_registry(queue_name)
+    jobs = Job.fetch_many(registry.get_job_ids(), connection=get_redis())
+    wanted = [job for job in jobs if job is not None and purpose_of(job).remedy == Remedy.REQUEUE]
+    return sum(requeue_job(queue_name, job.id) for job in wanted)
 
 
 # --- repairs -------------------------------------------------------------------------------

@@ -334,7 +334,12 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
     ensure_current(run, job_id)
     reasons = []
     if assessment.missing_question_ids:
-        reasons.append(f"{len(assessment.missing_question_ids)} question(s) were not answered.")
+        count = len(assessment.missing_question_ids)
+        reasons.append(
+            "1 question was not answered."
+            if count == 1
+            else f"{count} questions were not answered."
+        )
     upstream = {r.name: r for r in operation.stage_runs}
     abandoned = False
     for stage in (Stage.GPT, Stage.RAG):
@@ -396,7 +401,7 @@ def _finish(operation: Operation, *, report: dict | None, error: str | None) -> 
         summary = (
             f"Scored {report['total']:g} of {report['max_total']:g} ({report['percentage']:g}%)"
         )
-        summary += ", degraded." if report["degraded"] else "."
+        summary += ": a partial report." if report["degraded"] else "."
     else:
         summary = f"Scoring failed: {error}"
     history.operation_changed(operation, summary)

@@ -106,14 +106,18 @@ def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
     assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
     score = pipeline.score_rules(assessment)
     missing = assessment.missing_question_ids
+    if not missing:
+        message = "Submitted with every question answered."
+    elif len(missing) == 1:
+        message = "Submitted with 1 unanswered question."
+    else:
+        message = f"Submitted with {len(missing)} unanswered questions."
     history.record(
         Entity.ASSESSMENT,
         AssessmentStatus.SUBMITTED,
         assessment_id=assessment_id,
         entity_id=assessment_id,
-        message=f"Submitted with {len(missing)} unanswered question(s)."
-        if missing
-        else "Submitted with every question answered.",
+        message=message,
         metadata={"missing_question_ids": missing},
     )
     return pipeline.create_scoring_operation(

@@ -50,10 +50,25 @@ DIMENSION_WORDS: dict[str, str] = {
     "clarity": "Clarity",
     "technical": "Technical accuracy",
 }
+# What a student reads when a stage failed: what it means for them, and that they need do nothing.
+STAGE_FAILURE_WORDS: dict[Stage, str] = {
+    Stage.RULE_SCORE: "The multiple-choice answers could not be scored this time.",
+    Stage.GPT: (
+        "Your essays could not be scored this time, so they count as 0 in this report for now. "
+        "An admin can score them again; you don't need to do anything."
+    ),
+    Stage.RAG: ("Reading recommendations could not be made this time. Your score is not affected."),
+    Stage.FUSION: (
+        "The final report could not be written this time. An admin can score it again; "
+        "you don't need to do anything."
+    ),
+}
+# A report written after a failed stage is partial: never the green "Scored" of a clean run.
+PARTLY_SCORED = "Partly scored"
 # htmx stops an `every` poll when the server answers with this status code.
 STOP_POLLING = 286
-# Where the "Admin" link leads: the first of these admin pages that exists.
-ADMIN_HOMES = ("admin.overview", "admin.index", "admin.webhooks", "admin.audit_log")
+# Where the "Admin" link leads: the admin entry page, which names every admin page.
+ADMIN_HOMES = ("admin.index",)
 IN_FLIGHT = (AssessmentStatus.SUBMITTED, AssessmentStatus.PROCESSING)
 
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -116,6 +131,37 @@ def safe_url(url: str | None) -> str | None:
     return None
 
 
+def status_badge(status: str, failed_stages: list[str] | None = None) -> tuple[str, str]:
+    """The badge of an assessment: its words and its tone (a CSS suffix)."""
+    status = AssessmentStatus(status)
+    if status == AssessmentStatus.COMPLETED and failed_stages:
+        return PARTLY_SCORED, "degraded"
+    return ASSESSMENT_STATUS_WORDS[status], status.value
+
+
+def seconds_words(seconds: float | None) -> str:
+    """A duration as people say it: 0.4 s, 12 s, 3 min 5 s, 2 h 10 min."""
+    if seconds is None:
+        return ""
+    if seconds < 0.1:
+        return "under 0.1 s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(whole, 3600)
+    return f"{hours} h {rest // 60} min" if rest >= 60 else f"{hours} h"
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """`1 question`, `3 questions`: never `question(s)`."""
+    return f"{count} {singular if count == 1 else (many or singular + 's')}"
+
+
 def admin_home() -> str | None:
     """The admin area's entry page, if the app has one."""
     endpoint = next((e for e in ADMIN_HOMES if e in current_app.view_functions), None)
@@ -126,6 +172,9 @@ def template_globals() -> dict:
     """What every template may use: one home per fact, imported rather than restated."""
     return {
         "admin_home": admin_home,
+        "status_badge": status_badge,
+        "plural": plural,
+        "STAGE_FAILURE_WORDS": STAGE_FAILURE_WORDS,
         "STAGES": list(Stage),
         "STAGE_LABELS": STAGE_LABELS,
         "STAGE_WEIGHTS": STAGE_WEIGHTS,
@@ -147,4 +196,5 @@ FILTERS = {
     "points": points,
     "scorer_words": scorer_words,
     "safe_url": safe_url,
+    "seconds_words": seconds_words,
 }

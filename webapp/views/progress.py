@@ -9,8 +9,10 @@ from htmx_flask import make_response
 from webapp import fast_polls
 from webapp.errors import AssessmentNotFound, Forbidden
 from webapp.models import Assessment, AssessmentStatus, Entity, HistoryEvent, StageStatus
+from webapp.models.base import utcnow
 from webapp.services import history, status_cache
 from webapp.services.assessments import get_assessment
+from webapp.services.outcomes import outcome as outcome_of
 from webapp.services.progress import latest_operation, status_view
 from webapp.views.presentation import STOP_POLLING
 
@@ -29,25 +31,34 @@ def _worth_showing(event: HistoryEvent) -> bool:
     return event.entity == Entity.ASSESSMENT
 
 
-def timeline(assessment: Assessment) -> list[dict]:
-    """The latest status changes of the assessment and its stages, oldest first."""
+def timeline(assessment: Assessment, technical: bool = False) -> list[dict]:
+    """The latest status changes of the assessment and its stages, oldest first; failures
+    carry their technical error only when `technical` (admins)."""
     events = [
         event
         for event in history.for_assessment(assessment.id, limit=TIMELINE_LENGTH * 4)
         if _worth_showing(event)
     ][:TIMELINE_LENGTH]
     return [
-        {"at": event.created_at, "message": event.message, "tone": _tone(event)}
+        {"at": event.created_at, "message": _message(event, technical), "tone": _tone(event)}
         for event in reversed(events)
     ]
 
 
+def _message(event: HistoryEvent, technical: bool) -> str:
+    """An event in words; a failure's internal error (`X failed: <error>`) is for admins."""
+    if event.status == StageStatus.FAILED and not technical:
+        return event.message.split(": ", 1)[0].rstrip(".") + "."
+    return event.message
+
+
 def _tone(event: HistoryEvent) -> str:
-    """How an event is marked: failures stand out, the finished assessment is good news."""
+    """How an event is marked: failures stand out, a clean finish is good news, a partial
+    report is a warning."""
     if event.status == StageStatus.FAILED:
         return "error"
     if event.entity == Entity.ASSESSMENT and event.status == AssessmentStatus.COMPLETED:
-        return "success"
+        return "warning" if "partial report" in event.message else "success"
     return "info"
 
 
@@ -58,11 +69,21 @@ def _context(assessment: Assessment) -> dict:
     return {
         "assessment": assessment,
         "view": view,
+        "outcome": outcome_of(assessment.id),
+        "elapsed": elapsed_seconds(assessment),
         "finished": assessment.is_finished,
         "has_result": bool(operation and operation.result),
         "failure": operation.error_message if operation else None,
-        "timeline": timeline(assessment),
+        "timeline": timeline(assessment, technical=current_user.is_admin),
     }
+
+
+def elapsed_seconds(assessment: Assessment) -> float | None:
+    """Seconds from submission to the end of scoring (or to now, while it runs)."""
+    if assessment.submitted_at is None:
+        return None
+    end = assessment.completed_at if assessment.is_finished else None
+    return max(0.0, ((end or utcnow()) - assessment.submitted_at).total_seconds())
 
 
 @bp.get("/<int:assessment_id>/progress")

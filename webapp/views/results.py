@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from webapp.services.assessments import get_assessment
+from webapp.services.outcomes import outcome as outcome_of
 from webapp.services.progress import latest_operation
 
 bp = Blueprint("results", __name__, url_prefix="/assessments")
@@ -28,6 +29,7 @@ def page(assessment_id: int):
         "results/page.html",
         assessment=assessment,
         report=operation.result,
+        outcome=outcome_of(assessment.id),
         questions=questions,
         answers=assessment.answers(),
     )

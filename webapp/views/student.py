@@ -11,6 +11,7 @@ from wtforms.validators import DataRequired, Length
 
 from webapp.errors import QuestionSetNotFound, ValidationFailed
 from webapp.services.assessments import create_assessment, list_assessments
+from webapp.services.outcomes import outcomes
 from webapp.services.progress import status_view
 from webapp.services.question_sets import list_question_sets
 from webapp.views.presentation import IN_FLIGHT, STOP_POLLING
@@ -27,10 +28,19 @@ class StartForm(FlaskForm):
 def _rows() -> tuple[list[dict], bool]:
     """Each assessment with its live progress if it is being scored; and whether any is."""
     rows = []
-    for assessment in list_assessments(current_user):
+    assessments = list_assessments(current_user)
+    finished = outcomes([a.id for a in assessments if a.is_finished])
+    for assessment in assessments:
         in_flight = assessment.status in IN_FLIGHT
         progress = status_view(assessment)["overall_progress"] if in_flight else None
-        rows.append({"assessment": assessment, "in_flight": in_flight, "progress": progress})
+        rows.append(
+            {
+                "assessment": assessment,
+                "in_flight": in_flight,
+                "progress": progress,
+                "outcome": finished.get(assessment.id),
+            }
+        )
     return rows, any(row["in_flight"] for row in rows)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
 from webapp.errors import AssessmentLocked, ValidationFailed
 from webapp.models import Assessment, AssessmentStatus, QuestionType
+from webapp.models.base import utcnow
 from webapp.services.assessments import get_assessment, save_responses
 from webapp.services.submission import submit_assessment
 from webapp.views.text_guard import checks_own_text
@@ -110,6 +111,36 @@ def save(assessment_id: int):
     return redirect(url_for("take.show", assessment_id=assessment.id))
 
 
+@bp.post("/<int:assessment_id>/draft")
+@login_required
+def autosave(assessment_id: int):
+    """Save the draft as the student types (htmx, a second after the last keystroke).
+
+    Answers with a line saying whether they were saved: htmx swaps only 2xx answers, and a
+    student must read "not saved" when it was not.
+    """
+    assessment = get_assessment(assessment_id, current_user)
+    saved, message = False, None
+    if assessment.status != AssessmentStatus.DRAFT:
+        message = "Not saved: this assessment was already submitted, so its answers are locked."
+    elif not AnswersForm().validate_on_submit():
+        message = "Not saved: the page expired. Reload it; answers saved before are kept."
+    else:
+        posted = _posted_answers(assessment)
+        try:
+            save_responses(assessment, posted)
+            saved = True
+        except ValidationFailed as exc:
+            message = "Not saved: " + " ".join(_explain(assessment, posted, exc))
+        except AssessmentLocked:
+            message = "Not saved: this assessment was already submitted."
+    body = render_template("take/_autosave.html", saved=saved, message=message, now=utcnow())
+    response = make_response(body)
+    # The page's script clears its "unsaved" mark only when this says the answers were stored.
+    response.headers["X-Answers-Saved"] = "1" if saved else "0"
+    return response
+
+
 @bp.get("/<int:assessment_id>/submit")
 @login_required
 def confirm(assessment_id: int):
@@ -136,8 +167,8 @@ def submit(assessment_id: int):
         flash("The form expired; please confirm again.", "error")
         return redirect(url_for("take.confirm", assessment_id=assessment.id))
     outcome = submit_assessment(assessment, current_user)
-    if outcome.created:
-        flash("Submitted. Your answers are being scored.", "success")
-    else:
+    # A fresh submit needs no flash: the progress page's own status says it is being scored, and
+    # unlike a flash it stays true when scoring ends.
+    if not outcome.created:
         flash("This assessment was already submitted.", "info")
     return redirect(url_for("progress.page", assessment_id=assessment.id))

@@ -16,6 +16,7 @@ from webapp.extensions import db
 from webapp.models import (
     Assessment,
     AssessmentCallback,
+    Attempt,
     AttemptTrigger,
     Delivery,
     DeliveryStatus,
@@ -123,6 +124,18 @@ def list_deliveries(
     if before_id:
         query = query.where(Delivery.id < before_id)
     return list(db.session.scalars(query))
+
+
+def last_durations(delivery_ids: list[int]) -> dict[int, int]:
+    """How long each delivery's latest attempt took (ms), for the deliveries that have one."""
+    if not delivery_ids:
+        return {}
+    rows = db.session.execute(
+        select(Attempt.delivery_id, Attempt.duration_ms)
+        .where(Attempt.delivery_id.in_(delivery_ids))
+        .order_by(Attempt.delivery_id, Attempt.number)
+    )
+    return {delivery_id: duration for delivery_id, duration in rows}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ throughput charts) and requeueing failed jobs."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,10 +13,12 @@ import redis
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from webapp.errors import ScorelineError
 from webapp.models import AssessmentStatus
-from webapp.services import audit
+from webapp.services import audit, failed_jobs
 from webapp.services import operations_overview as overview
 from webapp.services.audit import Action
+from webapp.services.outcomes import outcomes
 from webapp.views.admin import bp
 
 T = TypeVar("T")
@@ -133,11 +136,16 @@ def operations():
     for error in filters.errors:
         flash(error, "error")
     live = _live_context()
+    rows = overview.assessments(filters)
     try:
         failed = overview.failed_jobs()
     except redis.RedisError:
         failed = []
     failed_by_queue = {queue.name: queue.failed for queue in live["queues"] if queue.failed}
+    # "Run again" in bulk only for jobs the app doesn't know (see failed_jobs).
+    requeueable = Counter(
+        job.queue for job in failed if job.purpose and job.purpose.remedy == "requeue"
+    )
     return render_template(
         "admin/operations.html",
         **live,
@@ -145,10 +153,12 @@ def operations():
         raw_filters={name: request.args.get(name, "") for name in FILTER_NAMES},
         statuses=list(AssessmentStatus),
         question_sets=overview.question_sets(),
-        assessments=overview.assessments(filters),
+        assessments=rows,
+        failed_stages={i: o.failed_stages for i, o in outcomes([r.id for r in rows]).items()},
         assessment_limit=overview.ASSESSMENT_LIMIT,
         failed_jobs=failed,
         failed_by_queue=failed_by_queue,
+        requeueable=requeueable,
         failed_limit=overview.FAILED_JOB_LIMIT,
         repairs=overview.repairs(),
         scoring_chart=bar_chart(
@@ -178,22 +188,75 @@ def operations_live():
 
 @bp.post("/operations/queues/<queue_name>/jobs/<job_id>/requeue")
 def requeue_job(queue_name: str, job_id: str):
-    """Put one failed job back on its queue."""
-    requeued = _requeue(queue_name, lambda: overview.requeue_job(queue_name, job_id))
-    if requeued is None:
+    """Mend one failed job: a scoring stage's assessment is scored again (its stages and report
+    run anew); a job the app doesn't know runs again as it was. Others are refused, saying why."""
+    try:
+        purpose = _requeue(queue_name, lambda: failed_jobs.mend(queue_name, job_id, current_user))
+    except failed_jobs.NothingToMend as exc:
+        flash(str(exc), "error")
         return _back()
-    if requeued:
-        audit.record(
-            Action.JOB_REQUEUED,
-            actor=current_user,
-            entity_type="job",
-            entity_id=job_id,
-            details={"queue": queue_name},
+    except ScorelineError as exc:  # the assessment changed meanwhile (a rescore already runs)
+        flash(exc.detail, "error")
+        return _back()
+    if purpose is None:
+        return _back()
+    details = {"queue": queue_name}
+    if purpose.remedy == failed_jobs.Remedy.RESCORE:
+        details["rescored_assessment"] = purpose.assessment_id
+    audit.record(
+        Action.JOB_REQUEUED,
+        actor=current_user,
+        entity_type="job",
+        entity_id=job_id,
+        details=details,
+    )
+    if purpose.remedy == failed_jobs.Remedy.RESCORE:
+        flash(
+            f"Assessment #{purpose.assessment_id} is being scored again: every stage and the "
+            "report run anew.",
+            "success",
         )
-        flash(f"Job {job_id} is back on the {queue_name} queue.", "success")
-    else:
-        flash(f"Job {job_id} is no longer in the failed list; nothing to requeue.", "error")
+        return redirect(url_for("progress.page", assessment_id=purpose.assessment_id))
+    flash(f"Job {job_id} is back on the {queue_name} queue.", "success")
     return _back()
+
+
+@bp.post("/operations/queues/<queue_name>/jobs/<job_id>/clear")
+def clear_job(queue_name: str, job_id: str):
+    """Delete one failed job from the list (its work is not run again)."""
+    count = _requeue(queue_name, lambda: failed_jobs.clear(queue_name, [job_id]))
+    if count:
+        _audit_cleared(queue_name, job_id, count)
+        flash(f"Job {job_id} cleared from the failed list.", "success")
+    elif count == 0:
+        flash(f"Job {job_id} is no longer in the failed list.", "info")
+    return _back()
+
+
+@bp.post("/operations/queues/<queue_name>/clear-failed")
+def clear_failed(queue_name: str):
+    """Delete every failed job of one queue from the list."""
+    count = _requeue(queue_name, lambda: failed_jobs.clear(queue_name))
+    if count is None:
+        return _back()
+    if count:
+        _audit_cleared(queue_name, queue_name, count)
+    flash(
+        f"{count} failed job{'' if count == 1 else 's'} cleared from the {queue_name} queue.",
+        "success" if count else "info",
+    )
+    return _back()
+
+
+def _audit_cleared(queue_name: str, entity_id: str, count: int) -> None:
+    """Record who cleared failed jobs, and how many."""
+    audit.record(
+        Action.JOBS_CLEARED,
+        actor=current_user,
+        entity_type="job" if entity_id != queue_name else "queue",
+        entity_id=entity_id,
+        details={"queue": queue_name, "jobs": count},
+    )
 
 
 @bp.post("/operations/queues/<queue_name>/requeue-failed")
@@ -224,7 +287,7 @@ def _requeue(queue_name: str, action: Callable[[], T]) -> T | None:
     except overview.UnknownQueue:
         flash(f"There is no queue named “{queue_name}”.", "error")
     except redis.RedisError:
-        flash("Redis is unreachable; nothing was requeued.", "error")
+        flash("Redis is unreachable; nothing was changed.", "error")
     return None
 
 

@@ -21,7 +21,8 @@ from wtforms.validators import InputRequired
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet
 from webapp.extensions import db
 from webapp.models import OperationStatus, QuestionSet, QuestionType
-from webapp.services import generation
+from webapp.services import audit, generation
+from webapp.services.audit import Action
 from webapp.services.question_sets import list_question_sets
 from webapp.views.admin import bp
 from webapp.views.presentation import QUESTION_TYPE_WORDS, STOP_POLLING
@@ -81,7 +82,9 @@ def _render_page(form: GenerationForm, status: int = 200):
 @bp.get("/question-sets")
 def question_sets():
     """Every set with its questions, the generation form and the recent generations."""
-    return _render_page(GenerationForm())
+    # After "Generate", the form keeps the topic and type just used (the redirect carries them).
+    chosen = {name: request.args.get(name) for name in ("topic", "question_type")}
+    return _render_page(GenerationForm(formdata=None, **{k: v for k, v in chosen.items() if v}))
 
 
 @bp.post("/question-sets/generations")
@@ -100,7 +103,14 @@ def start_generation():
         f"question on {generation.topic_label(params.topic)}; its progress shows below.",
         "success",
     )
-    return redirect(url_for("admin.question_sets", _anchor=f"generation-{operation.id}"))
+    return redirect(
+        url_for(
+            "admin.question_sets",
+            topic=params.topic,
+            question_type=params.question_type,
+            _anchor=f"generation-{operation.id}",
+        )
+    )
 
 
 @bp.get("/question-sets/generations/<int:operation_id>")
@@ -135,6 +145,18 @@ def add_draft(slug: str):
     except (DraftNotReady, QuestionAlreadyInSet) as exc:
         flash(exc.detail, "error")
         return redirect(url_for("admin.question_sets", _anchor=f"generation-{operation.id}"))
+    audit.record(
+        Action.QUESTION_ADDED,
+        actor=current_user,
+        entity_type="question_set",
+        entity_id=question_set.slug,
+        details={
+            "operation_id": operation.id,
+            "question_id": question.id,
+            "position": question.position,
+            "version": question_set.version,
+        },
+    )
     flash(
         f"Added as question {question.position} of {question_set.title} "
         f"(now version {question_set.version}).",

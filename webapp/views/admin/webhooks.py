@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 
-from flask import flash, make_response, redirect, render_template, request, url_for
+from flask import current_app, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, SelectMultipleField, StringField, TextAreaField, widgets
@@ -14,10 +14,11 @@ from wtforms.validators import InputRequired, Length
 
 from webapp.errors import ScorelineError, ValidationFailed
 from webapp.models import EVENT_TYPE_DESCRIPTIONS, DeliveryStatus, ErrorClass, EventType
+from webapp.models.base import utcnow
 from webapp.request_values import parse_id
 from webapp.services.webhooks import endpoints as service
 from webapp.views.admin import bp
-from webapp.views.presentation import STOP_POLLING
+from webapp.views.presentation import STOP_POLLING, seconds_words
 
 # The types an endpoint can subscribe to (test events go to the endpoint they test, always).
 SUBSCRIBABLE = [t for t in EventType if t != EventType.WEBHOOK_TEST]
@@ -36,7 +37,29 @@ ERROR_WORDS: dict[ErrorClass, str] = {
     ErrorClass.BLOCKED: "Blocked: private or reserved address",
     ErrorClass.REDIRECT: "Redirect (not followed)",
 }
+# The delivery log re-polls this often while a delivery is about to be tried; a retry minutes
+# away is polled less often (up to SLOWEST_POLL_SECONDS), since nothing can change before it.
 POLL_SECONDS = 2
+SLOWEST_POLL_SECONDS = 60
+
+
+def poll_seconds(deliveries, now: datetime) -> int:
+    """How soon the log should look again: soon while an attempt is due, later when the next
+    retry is far away (half the wait, between POLL_SECONDS and SLOWEST_POLL_SECONDS)."""
+    waiting = [d for d in deliveries if not DeliveryStatus(d.status).finished]
+    if any(d.next_attempt_at is None or d.status == DeliveryStatus.PENDING for d in waiting):
+        return POLL_SECONDS
+    if not waiting:
+        return POLL_SECONDS
+    soonest = min(d.next_attempt_at for d in waiting)
+    wait = (soonest - now).total_seconds()
+    return int(min(SLOWEST_POLL_SECONDS, max(POLL_SECONDS, wait / 2)))
+
+
+def retry_schedule_words() -> str:
+    """The retry schedule in words: `5 s, 5 min, 30 min, ...`."""
+    schedule = current_app.config["WEBHOOK_RETRY_SCHEDULE"]
+    return ", ".join(seconds_words(seconds) for seconds in schedule)
 
 
 class EndpointForm(FlaskForm):
@@ -63,7 +86,13 @@ class EndpointForm(FlaskForm):
 class RecoverForm(FlaskForm):
     """Re-send failed and skipped deliveries since a moment (UTC)."""
 
-    since = DateTimeLocalField("Since (UTC)", format="%Y-%m-%dT%H:%M", validators=[InputRequired()])
+    # Sent as UTC; static/js/local-time.js lets people type their own time and converts it.
+    since = DateTimeLocalField(
+        "Since (UTC)",
+        format="%Y-%m-%dT%H:%M",
+        validators=[InputRequired()],
+        render_kw={"data-utc": ""},
+    )
 
 
 class ActionForm(FlaskForm):
@@ -79,6 +108,7 @@ def webhook_words() -> dict:
         "ERROR_WORDS": ERROR_WORDS,
         "WEBHOOK_POLL_SECONDS": POLL_SECONDS,
         "to_the_second": to_the_second,
+        "retry_schedule_words": retry_schedule_words,
     }
 
 
@@ -168,6 +198,8 @@ def _log(endpoint) -> dict:
         older = url_for("admin.webhook", endpoint_id=endpoint.id, before=found[-1].id, **chosen)
     return {
         "deliveries": found,
+        "durations": service.last_durations([d.id for d in found]),
+        "poll_every": poll_seconds(found, utcnow()),
         "filters": filters,
         "waiting": any(not DeliveryStatus(d.status).finished for d in found),
         "poll_url": url_for(
@@ -296,6 +328,7 @@ def webhook_delivery(delivery_id: int):
         delivery=delivery,
         payload=json.dumps(delivery.event.payload(), indent=2, ensure_ascii=False),
         waiting=not DeliveryStatus(delivery.status).finished,
+        poll_every=poll_seconds([delivery], utcnow()),
     )
 
 
