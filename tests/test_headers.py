@@ -250,6 +250,7 @@ def test_api_answers_showing_a_secret_are_never_stored_by_a_cache(client, tokens
     # Answers that choose their own caching keep it: status polls revalidate.
     status = client.get(f"/api/v1/assessments/{assessment['id']}/status", headers=student)
     assert status.headers["Cache-Control"] == "private, no-cache"
+    assert client.delete(endpoint, headers=admin).status_code == 204
 
 
 def test_an_address_too_long_for_the_audit_log_is_cut_not_a_lost_entry(app, tokens):
@@ -268,3 +269,5 @@ def test_an_address_too_long_for_the_audit_log_is_cut_not_a_lost_entry(app, toke
     ).get_json()["entries"]
     mine = [e for e in entries if e["entity_id"] == str(created.get_json()["id"])]
     assert mine and mine[0]["ip"] == claimed[:64]
+    endpoint = f"/api/v1/webhook-endpoints/{created.get_json()['id']}"
+    assert client.delete(endpoint, headers=bearer(tokens["admin"])).status_code == 204
