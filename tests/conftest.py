@@ -37,6 +37,7 @@ from webapp.models import (
     Delivery,
     HistoryEvent,
     IdempotencyKey,
+    LlmCall,
     Operation,
     Response,
     Role,
@@ -141,6 +142,7 @@ def clean_tables(request, app):
     from sqlalchemy.exc import OperationalError
 
     models = (
+        LlmCall,
         Attempt,
         Delivery,
         WebhookEvent,

@@ -1,0 +1,503 @@
+"""Gathered gpt scoring: one RQ job scores the essays of many stage runs at once.
+
+With an OpenAI key, a gpt stage job leads a batch if one of the fleet's LLM_BATCHES slots is
+free: it claims the oldest waiting gpt stage runs (first submitted, first scored; a claim is a
+compare-and-set of the run's `job_id` to its own), and scores their essays in a thread pool of
+LLM_CONCURRENCY calls, each call let through by the fleet's rate limiter and circuit breaker.
+It keeps claiming as room frees up, for at most LLM_BATCH_SECONDS. A job that finds no slot
+hands its run to a leader (its `job_id` becomes the leader's) and ends; so does a job whose run
+a leader already claimed. Every run's `job_id` thus names a live job, and the watchdog's
+rules hold unchanged: a leader that dies leaves runs whose job is gone.
+
+Only the main thread touches the database: per essay it stores the partial result and the
+progress (the bars move per essay) and the call's token usage; per finished run it writes the
+scores and the stage result, and enqueues `fusion` when `rag` is done too (fusion's own job,
+which RQ starts after the handed-over gpt job, waits instead: see `waits_for_gpt`).
+
+When the breaker opens, the batch stops sending, lets its calls in flight end, and hands its
+unfinished runs to a job scheduled with RQ's scheduler for when the breaker allows a probe: no
+worker sleeps through an outage and no essay spends an attempt on it. An essay whose provider
+has been unavailable for LLM_MAX_WAIT is scored by the offline scorer, with the reason shown in
+the report; so are essays the provider refuses outright (a 4xx) or keeps answering with a
+malformed rubric. A student never gets 0 points because the provider was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from flask import current_app
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select, update
+
+from webapp.extensions import db
+from webapp.models import (
+    Assessment,
+    Operation,
+    OperationStatus,
+    QuestionType,
+    Stage,
+    StageRun,
+    StageStatus,
+)
+from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.services import progress
+from webapp.services.assessments import question_inputs
+from webapp.services.llm import usage
+from webapp.services.llm.breaker import CircuitBreaker
+from webapp.services.llm.calls import CallResult, Outcome, estimate_tokens, notify, score_once
+from webapp.services.llm.leaders import LeaderSlots, SlotKeeper
+from webapp.services.llm.rate_limit import FleetLimiter
+from webapp.services.scores import replace_stage_scores
+from worker.stages.base import QuestionInput
+from worker.stages.gpt import essay_result
+from worker.stages.rubric import score_essay_offline
+
+log = logging.getLogger(__name__)
+
+# Set by the worker on a warm shutdown (SIGTERM): stop gathering, let calls in flight end,
+# hand the rest to a fresh job, and let the worker exit.
+STOP = threading.Event()
+STAGE_JOB = "worker.jobs.run_stage"
+JOB_TIMEOUT = 900
+# Claims are a database round trip: at most this often while the pool has work.
+CLAIM_EVERY = 0.25
+ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
+
+
+def enabled() -> bool:
+    """True when essays are scored by the provider (an API key is set)."""
+    return bool(current_app.config.get("OPENAI_API_KEY"))
+
+
+FinishedHook = Callable[[Operation], None]
+
+
+def run_gpt_job(stage_run_id: int, job_id: str | None, on_finished: FinishedHook) -> None:
+    """A gpt stage job: lead a batch, or hand this run to the batch that leads.
+
+    `on_finished(operation)` runs after each gpt stage run is written (the pipeline enqueues
+    fusion there when rag is done too).
+    """
+    job_id = job_id or f"local-{secrets.token_hex(4)}"
+    slots = LeaderSlots(get_redis(), current_app.config["LLM_BATCHES"])
+    for _ in range(10):
+        key = slots.acquire(job_id)
+        if key is not None:
+            _lead(Batch(job_id, slots, on_finished), key)
+            return
+        leaders = slots.live()
+        if not leaders:
+            continue  # a slot was freed meanwhile: take it
+        if not _compare_and_set(stage_run_id, job_id, leaders[0]):
+            return  # not this job's run any more (claimed, superseded or finished)
+        if leaders[0] in slots.live():
+            return  # that leader sweeps up what it was handed before it ends
+        # It ended meanwhile and may have missed the run: take it back and try again.
+        if not _compare_and_set(stage_run_id, leaders[0], job_id):
+            return
+    log.warning("gpt job %s found no leader for stage run %s; leading anyway", job_id, stage_run_id)
+    Batch(job_id, slots, on_finished).run()
+
+
+def _lead(batch: Batch, key: str) -> None:
+    """Run a batch while holding a slot, then pass on whatever is still ours."""
+    slots, job_id = batch.slots, batch.job_id
+    keeper = SlotKeeper(slots, key, job_id)
+    keeper.start()
+    try:
+        batch.run()
+    finally:
+        keeper.done.set()
+        slots.release(key, job_id)
+    # After releasing: a job that handed us a run since our last claim sees us gone and takes
+    # it back, or we find it here.
+    left = db.session.scalars(
+        select(StageRun.id)
+        .where(StageRun.job_id == job_id, StageRun.status.in_(_WAITING))
+        .order_by(StageRun.id)
+    ).all()
+    db.session.commit()
+    if left:
+        hand_over(left, job_id, batch.resume_in)
+
+
+_WAITING = (StageStatus.QUEUED, StageStatus.IN_PROGRESS)
+
+
+def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None:
+    """Give these runs (owned by `job_id`) to one fresh gpt job, now or after `delay` seconds."""
+    fresh = f"stage-{run_ids[0]}-{secrets.token_hex(4)}"
+    moved = [run_id for run_id in run_ids if _compare_and_set(run_id, job_id, fresh)]
+    if not moved:
+        return None
+    queue = Queue(SCORING_QUEUE, connection=get_redis())
+    options = {
+        "job_id": fresh,
+        "job_timeout": JOB_TIMEOUT,
+        "description": f"gpt for {len(moved)} waiting stage run(s)",
+    }
+    try:
+        if delay > 0:
+            queue.enqueue_in(timedelta(seconds=delay), STAGE_JOB, moved[0], **options)
+        else:
+            queue.enqueue(STAGE_JOB, moved[0], **options)
+    except redis.RedisError:
+        log.warning("could not enqueue the gpt job for %s runs; the watchdog will", len(moved))
+    log.info("handed %d gpt stage run(s) to job %s (in %.1f s)", len(moved), fresh, delay)
+    return fresh
+
+
+def _compare_and_set(stage_run_id: int, owner: str, new_owner: str) -> bool:
+    """Move an unfinished run from one job to another, if `owner` still has it."""
+    changed = db.session.execute(
+        update(StageRun)
+        .where(
+            StageRun.id == stage_run_id,
+            StageRun.job_id == owner,
+            StageRun.status.in_(_WAITING),
+        )
+        .values(job_id=new_owner)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return changed == 1
+
+
+def waits_for_gpt(operation: Operation) -> bool:
+    """True when this operation's gpt stage is unfinished and a live job still owns it.
+
+    Fusion's RQ dependency is the gpt job first enqueued, which ends as soon as it hands its run
+    to a batch; fusion then waits (does nothing), and the batch enqueues it when gpt is done.
+    """
+    run = operation.stage(Stage.GPT)
+    if run is None or StageStatus(run.status).finished or not run.job_id:
+        return False
+    slots = LeaderSlots(get_redis(), current_app.config["LLM_BATCHES"])
+    if run.job_id in slots.live():
+        return True
+    try:
+        status = Job.fetch(run.job_id, connection=get_redis()).get_status(refresh=False)
+    except NoSuchJobError:
+        return False
+    return status in ALIVE
+
+
+@dataclass
+class Task:
+    """One essay waiting for its call."""
+
+    run_id: int
+    essay: QuestionInput
+    tokens: int
+    attempts: int = 0
+    not_before: float = 0.0
+
+
+@dataclass
+class RunWork:
+    """One claimed stage run: its essays, what is scored so far, and since when the provider
+    has been failing it (epoch seconds; kept in the run's partial result across hand-overs)."""
+
+    run_id: int
+    assessment_id: int
+    essays: list[QuestionInput]
+    results: dict[int, dict] = field(default_factory=dict)
+    waiting_since: float | None = None
+    problem: str = ""  # the provider's last failure, for the fallback's reason
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.essays)
+
+
+class Batch:
+    """The leader's loop: claim, send within the limits, record, finish runs."""
+
+    def __init__(self, job_id: str, slots: LeaderSlots, on_finished: FinishedHook) -> None:
+        import openai
+
+        config = current_app.config
+        self.job_id = job_id
+        self.slots = slots
+        self.on_finished = on_finished
+        self.model = config["OPENAI_MODEL"]
+        self.timeout = config["OPENAI_TIMEOUT"]
+        self.max_retries = config["OPENAI_MAX_RETRIES"]
+        self.max_wait = config["LLM_MAX_WAIT"]
+        self.concurrency = max(1, config["LLM_CONCURRENCY"])
+        self.client = openai.OpenAI(
+            api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
+        )
+        connection = get_redis()
+        self.limiter = FleetLimiter(connection, config["OPENAI_RPM"], config["OPENAI_TPM"])
+        self.breaker = CircuitBreaker(
+            connection,
+            failures=config["LLM_BREAKER_FAILURES"],
+            cooldown=config["LLM_BREAKER_COOLDOWN"],
+            probe_timeout=self.timeout + 5,
+        )
+        self.deadline = time.monotonic() + config["LLM_BATCH_SECONDS"]
+        self.pending: deque[Task] = deque()
+        self.in_flight: dict[Future, Task] = {}
+        self.work: dict[int, RunWork] = {}
+        self.resume_in = 0.0  # when handing over: how long until the provider may be tried
+        self.rng = random.Random()
+        self._claimed_at = 0.0
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Score until nothing is left to claim, the batch's time is up, or the breaker opens."""
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="llm-call") as pool:
+            while True:
+                self._collect(0)
+                gathering = not STOP.is_set() and time.monotonic() < self.deadline
+                if gathering and len(self.pending) < self.concurrency:
+                    self._claim()
+                if not gathering or (not self.pending and not self.in_flight):
+                    if not self.in_flight:
+                        break
+                    self._collect(0.1)
+                    continue
+                task = self._next_ready()
+                if task is None or len(self.in_flight) >= self.concurrency:
+                    self._collect(0.02)
+                    continue
+                permission = self.breaker.permission()
+                if not permission.allowed:
+                    if not self.in_flight:
+                        self.resume_in = max(permission.wait, 1.0)
+                        break
+                    self._collect(min(permission.wait, 0.2))
+                    continue
+                pause = self.limiter.acquire(task.tokens)
+                if pause:
+                    self._collect(min(pause, 0.05))
+                    continue
+                self.pending.remove(task)
+                future = pool.submit(score_once, self.client, self.model, task.essay, self.timeout)
+                self.in_flight[future] = task
+        self._fall_back_expired()
+        if self.resume_in and self.work:
+            self._save_all()
+            self.resume_in = min(self.resume_in, self._next_fallback_in())
+
+    def _next_ready(self) -> Task | None:
+        """The oldest task whose backoff is over (tasks retried go back to the front)."""
+        now = time.monotonic()
+        return next((t for t in self.pending if t.not_before <= now), None)
+
+    def _collect(self, timeout: float) -> None:
+        """Handle every finished call; wait up to `timeout` for one if none has finished."""
+        if not self.in_flight:
+            if timeout:
+                time.sleep(timeout)
+            return
+        done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            task = self.in_flight.pop(future)
+            self._handle(task, future.result())
+
+    # --- claiming ---------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        """Take the oldest waiting gpt runs no live leader owns, enough to keep the pool busy."""
+        now = time.monotonic()
+        if self.pending and now - self._claimed_at < CLAIM_EVERY:
+            return
+        self._claimed_at = now
+        others = set(self.slots.live()) - {self.job_id}
+        wanted = max(1, (self.concurrency - len(self.pending)) // 2)
+        candidates = db.session.execute(
+            select(StageRun.id, StageRun.job_id)
+            .join(Operation, Operation.id == StageRun.operation_id)
+            .where(
+                StageRun.name == Stage.GPT,
+                StageRun.status.in_(_WAITING),
+                StageRun.job_id.is_not(None),
+                Operation.status.in_([OperationStatus.PENDING, OperationStatus.PROCESSING]),
+            )
+            .order_by(StageRun.id)
+            .limit(wanted + len(self.work) + 20)
+        ).all()
+        db.session.commit()
+        claimed = 0
+        for run_id, owner in candidates:
+            if claimed >= wanted:
+                break
+            if run_id in self.work or owner in others:
+                continue
+            if owner == self.job_id or _compare_and_set(run_id, owner, self.job_id):
+                self._start(run_id)
+                claimed += 1
+
+    def _start(self, run_id: int) -> None:
+        """Load a claimed run's essays, restore what an earlier batch scored, queue the rest."""
+        run = db.session.get(StageRun, run_id, populate_existing=True)
+        assessment = db.session.get(Assessment, run.operation.assessment_id)
+        essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
+        partial = (run.result or {}).get("partial", {})
+        work = RunWork(
+            run_id,
+            assessment.id,
+            essays,
+            waiting_since=partial.get("waiting_since"),
+            problem=partial.get("problem", ""),
+        )
+        work.results = {e["question_id"]: e for e in partial.get("essays", [])}
+        if run.status == StageStatus.QUEUED:
+            progress.start_stage(run)
+        self.work[run_id] = work
+        for essay in essays:
+            if essay.id in work.results:
+                continue
+            if not essay.answered:  # a blank answer needs no call: zero on every dimension
+                work.results[essay.id] = essay_result(essay, score_essay_offline("", (), ""))
+            else:
+                self.pending.append(Task(run_id, essay, estimate_tokens(essay)))
+        if work.done:
+            self._finish(work)
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def _handle(self, task: Task, result: CallResult) -> None:
+        """What one call's outcome means for its essay, the limiter and the breaker."""
+        notify(result)
+        work = self.work.get(task.run_id)
+        if work is None:
+            return  # the run was superseded meanwhile
+        if result.outcome in (Outcome.SCORED, Outcome.MALFORMED):
+            self.breaker.succeeded()
+            self.limiter.observe(result.headers, task.tokens)
+            usage.record(work.run_id, work.assessment_id, self.model, result.usage)
+            work.waiting_since = None
+        if result.outcome == Outcome.SCORED:
+            work.results[task.essay.id] = essay_result(task.essay, result.rubric)
+        elif result.outcome == Outcome.MALFORMED:
+            task.attempts += 1
+            if task.attempts > self.max_retries:
+                self._fall_back(work, task.essay, f"its answers were not a valid rubric "
+                                f"after {task.attempts} attempts ({result.problem})")  # fmt: skip
+            else:
+                self._retry(task, self._backoff(task.attempts))
+        elif result.outcome == Outcome.RATE_LIMITED:
+            wait_for = result.retry_after if result.retry_after is not None else 1.0
+            self.limiter.hold(wait_for)
+            self._retry(task, wait_for)
+        elif result.outcome == Outcome.OUTAGE:
+            self.breaker.failed(result.problem)
+            work.waiting_since = work.waiting_since or time.time()
+            work.problem = result.problem
+            if time.time() - work.waiting_since >= self.max_wait:
+                self._fall_back(work, task.essay, self._unavailable(work))
+            else:
+                task.attempts += 1
+                self._retry(task, self._backoff(task.attempts))
+        else:
+            log.warning("provider refused essay %s: %s", task.essay.id, result.problem)
+            self._fall_back(work, task.essay, f"the OpenAI API refused it ({result.problem})")
+        self._save(work)
+
+    def _retry(self, task: Task, delay: float) -> None:
+        """Back to the front of the line (it is older than anything behind it) after `delay`."""
+        task.not_before = time.monotonic() + delay
+        self.pending.appendleft(task)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter, capped at 30 s."""
+        return min(30.0, 0.5 * 2**attempt) * self.rng.uniform(0.5, 1.5)
+
+    def _unavailable(self, work: RunWork) -> str:
+        """Why an essay falls back after LLM_MAX_WAIT, in words."""
+        waited = time.time() - (work.waiting_since or time.time())
+        span = f"{waited / 60:.0f} min" if waited >= 90 else f"{waited:.0f} s"
+        return f"the OpenAI API was unavailable for {span} ({work.problem or 'no answer'})"
+
+    def _fall_back(self, work: RunWork, essay: QuestionInput, why: str) -> None:
+        """Score one essay with the offline scorer, saying why in the report."""
+        number = work.essays.index(essay) + 1
+        reason = f"Essay {number} was scored by the offline rubric scorer: {why}."
+        rubric = score_essay_offline(essay.prompt, essay.key_concepts, essay.answer)
+        work.results[essay.id] = essay_result(essay, rubric, fallback=reason)
+        self.pending = deque(
+            t for t in self.pending if t.essay.id != essay.id or t.run_id != work.run_id
+        )
+
+    def _fall_back_expired(self) -> None:
+        """Essays whose provider has been down for LLM_MAX_WAIT: offline now, not next time."""
+        for work in list(self.work.values()):
+            if work.waiting_since and time.time() - work.waiting_since >= self.max_wait:
+                for task in [t for t in self.pending if t.run_id == work.run_id]:
+                    self._fall_back(work, task.essay, self._unavailable(work))
+                self._save(work)
+
+    def _next_fallback_in(self) -> float:
+        """Seconds until the earliest waiting run reaches LLM_MAX_WAIT."""
+        waits = [
+            w.waiting_since + self.max_wait - time.time()
+            for w in self.work.values()
+            if w.waiting_since
+        ]
+        return max(1.0, min(waits)) if waits else float("inf")
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _owned(self, work: RunWork) -> StageRun | None:
+        """The run if this batch still owns it; else forget it (the watchdog superseded it)."""
+        run = db.session.get(StageRun, work.run_id, populate_existing=True)
+        if run is None or run.job_id != self.job_id or StageStatus(run.status).finished:
+            log.warning("gpt stage run %s is no longer this batch's; result dropped", work.run_id)
+            self.work.pop(work.run_id, None)
+            self.pending = deque(t for t in self.pending if t.run_id != work.run_id)
+            db.session.rollback()
+            return None
+        return run
+
+    def _save(self, work: RunWork) -> None:
+        """Store the essays scored so far and the progress (one commit), or finish the run."""
+        if work.done:
+            self._finish(work)
+            return
+        run = self._owned(work)
+        if run is None:
+            return
+        run.result = {
+            "partial": {
+                "essays": list(work.results.values()),
+                "waiting_since": work.waiting_since,
+                "problem": work.problem,
+            }
+        }
+        progress.record_progress(run, len(work.results) * 100 // len(work.essays))
+        db.session.commit()
+
+    def _save_all(self) -> None:
+        for work in list(self.work.values()):
+            self._save(work)
+
+    def _finish(self, work: RunWork) -> None:
+        """Write the run's scores and result in one transaction, then start fusion if it can."""
+        run = self._owned(work)
+        if run is None:
+            return
+        results = [work.results[essay.id] for essay in work.essays]
+        replace_stage_scores(run.operation_id, Stage.GPT, results)
+        fallbacks = [r["fallback_reason"] for r in results if r.get("fallback_reason")]
+        outcome = {"essays": results, "scorer": f"openai:{self.model}", "fallbacks": fallbacks}
+        progress.complete_stage(run, outcome, skipped=not results)
+        db.session.commit()
+        self.work.pop(work.run_id, None)
+        self.on_finished(run.operation)
