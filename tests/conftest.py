@@ -390,6 +390,15 @@ def worker_factory(base_dir, db_url, redis_server, app):
         process.stop()
 
 
+def app_on(app, redis_url: str, **config):
+    """Another app on the session's database and secret, enqueuing on `redis_url` (where a
+    worker_factory worker listens), with the session's rate limits and `config`."""
+    shared = {k: v for k, v in app.config.items() if k.startswith("RATE_LIMIT_")}
+    for key in ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY"):
+        shared[key] = app.config[key]
+    return create_app({**shared, "REDIS_URL": redis_url, **config})
+
+
 @pytest.fixture()
 def openai_server():
     """A real OpenAI-compatible HTTP server with scripted replies, for the real `openai` client."""

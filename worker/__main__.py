@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The OpenAI client's HTTP library logs every request at INFO: hundreds a minute in a burst.
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     app = create_app()
     app.app_context().push()
     engine = db.engine

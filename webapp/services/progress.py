@@ -60,8 +60,9 @@ def latest_operation(assessment_id: int) -> Operation | None:
     )
 
 
-def start_stage(run: StageRun) -> None:
-    """Mark a stage in progress, and its operation and assessment as processing."""
+def start_stage(run: StageRun, *, commit: bool = True) -> None:
+    """Mark a stage in progress, and its operation and assessment as processing (committed
+    unless `commit` is False: a gpt batch starts several runs in one transaction)."""
     now = utcnow()
     run.status = StageStatus.IN_PROGRESS
     run.started_at = run.started_at or now
@@ -75,7 +76,8 @@ def start_stage(run: StageRun) -> None:
         assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def _claim_processing(assessment_id: int | None) -> bool:

@@ -72,8 +72,12 @@ log = logging.getLogger(__name__)
 STOP = threading.Event()
 STAGE_JOB = "worker.jobs.run_stage"
 JOB_TIMEOUT = 900
-# Claims are a database round trip: at most this often while the pool has work.
+# Claims are a database round trip: at most this often while the pool has work, and at most
+# CLAIM_CHUNK runs at a time, so sending goes on between claims.
 CLAIM_EVERY = 0.25
+CLAIM_CHUNK = 8
+# Results are written together, at most this often (the bars still move per essay).
+FLUSH_EVERY = 0.1
 ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
 
 
@@ -140,22 +144,23 @@ _WAITING = (StageStatus.QUEUED, StageStatus.IN_PROGRESS)
 def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None:
     """Give these runs (owned by `job_id`) to one fresh gpt job, now or after `delay` seconds."""
     fresh = f"stage-{run_ids[0]}-{secrets.token_hex(4)}"
-    moved = [run_id for run_id in run_ids if _compare_and_set(run_id, job_id, fresh)]
-    if not moved:
-        return None
     queue = Queue(SCORING_QUEUE, connection=get_redis())
     options = {
         "job_id": fresh,
         "job_timeout": JOB_TIMEOUT,
-        "description": f"gpt for {len(moved)} waiting stage run(s)",
+        "description": f"gpt for {len(run_ids)} waiting stage run(s)",
     }
+    # The job exists before any run names it: a run whose job cannot be found looks abandoned
+    # (to fusion and the watchdog). If it starts first, it claims them from this ended job.
     try:
         if delay > 0:
-            queue.enqueue_in(timedelta(seconds=delay), STAGE_JOB, moved[0], **options)
+            queue.enqueue_in(timedelta(seconds=delay), STAGE_JOB, run_ids[0], **options)
         else:
-            queue.enqueue(STAGE_JOB, moved[0], **options)
+            queue.enqueue(STAGE_JOB, run_ids[0], **options)
     except redis.RedisError:
-        log.warning("could not enqueue the gpt job for %s runs; the watchdog will", len(moved))
+        log.warning("could not enqueue a gpt job for %s runs; the watchdog will", len(run_ids))
+        return None
+    moved = [run_id for run_id in run_ids if _compare_and_set(run_id, job_id, fresh)]
     log.info("handed %d gpt stage run(s) to job %s (in %.1f s)", len(moved), fresh, delay)
     return fresh
 
@@ -255,7 +260,9 @@ class Batch:
         self.work: dict[int, RunWork] = {}
         self.resume_in = 0.0  # when handing over: how long until the provider may be tried
         self.rng = random.Random()
+        self.dirty: set[int] = set()  # runs changed since the last flush
         self._claimed_at = 0.0
+        self._flushed_at = 0.0
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -291,8 +298,8 @@ class Batch:
                 future = pool.submit(score_once, self.client, self.model, task.essay, self.timeout)
                 self.in_flight[future] = task
         self._fall_back_expired()
+        self._flush()
         if self.resume_in and self.work:
-            self._save_all()
             self.resume_in = min(self.resume_in, self._next_fallback_in())
 
     def _next_ready(self) -> Task | None:
@@ -305,11 +312,14 @@ class Batch:
         if not self.in_flight:
             if timeout:
                 time.sleep(timeout)
-            return
-        done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
-            task = self.in_flight.pop(future)
-            self._handle(task, future.result())
+        else:
+            done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = self.in_flight.pop(future)
+                self._handle(task, future.result())
+        if time.monotonic() - self._flushed_at >= FLUSH_EVERY or not self.in_flight:
+            self._flush()
+            self._flushed_at = time.monotonic()
 
     # --- claiming ---------------------------------------------------------------------------
 
@@ -318,9 +328,10 @@ class Batch:
         now = time.monotonic()
         if self.pending and now - self._claimed_at < CLAIM_EVERY:
             return
+        self._flush()  # finished runs leave room; their fusion should not wait for claims
         self._claimed_at = now
         others = set(self.slots.live()) - {self.job_id}
-        wanted = max(1, (self.concurrency - len(self.pending)) // 2)
+        wanted = min(CLAIM_CHUNK, max(1, (self.concurrency - len(self.pending)) // 2))
         candidates = db.session.execute(
             select(StageRun.id, StageRun.job_id)
             .join(Operation, Operation.id == StageRun.operation_id)
@@ -334,19 +345,35 @@ class Batch:
             .limit(wanted + len(self.work) + 20)
         ).all()
         db.session.commit()
-        claimed = 0
-        for run_id, owner in candidates:
-            if claimed >= wanted:
-                break
-            if run_id in self.work or owner in others:
-                continue
-            if owner == self.job_id or _compare_and_set(run_id, owner, self.job_id):
-                self._start(run_id)
-                claimed += 1
+        chosen = [
+            run_id
+            for run_id, owner in candidates
+            if run_id not in self.work and owner not in others
+        ][:wanted]
+        if not chosen:
+            return
+        # One compare-and-set for the lot: whatever a live leader took meanwhile stays theirs.
+        claim = update(StageRun).where(
+            StageRun.id.in_(chosen), StageRun.status.in_(_WAITING), StageRun.job_id.is_not(None)
+        )
+        if others:
+            claim = claim.where(StageRun.job_id.not_in(others))
+        db.session.execute(
+            claim.values(job_id=self.job_id).execution_options(synchronize_session=False)
+        )
+        mine = db.session.scalars(
+            select(StageRun)
+            .where(StageRun.id.in_(chosen), StageRun.job_id == self.job_id)
+            .order_by(StageRun.id)
+            .execution_options(populate_existing=True)
+        ).all()
+        for run in mine:
+            self._start(run)
+        db.session.commit()
 
-    def _start(self, run_id: int) -> None:
+    def _start(self, run: StageRun) -> None:
         """Load a claimed run's essays, restore what an earlier batch scored, queue the rest."""
-        run = db.session.get(StageRun, run_id, populate_existing=True)
+        run_id = run.id
         assessment = db.session.get(Assessment, run.operation.assessment_id)
         essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
         partial = (run.result or {}).get("partial", {})
@@ -359,7 +386,7 @@ class Batch:
         )
         work.results = {e["question_id"]: e for e in partial.get("essays", [])}
         if run.status == StageStatus.QUEUED:
-            progress.start_stage(run)
+            progress.start_stage(run, commit=False)
         self.work[run_id] = work
         for essay in essays:
             if essay.id in work.results:
@@ -369,7 +396,7 @@ class Batch:
             else:
                 self.pending.append(Task(run_id, essay, estimate_tokens(essay)))
         if work.done:
-            self._finish(work)
+            self.dirty.add(run_id)
 
     # --- outcomes ---------------------------------------------------------------------------
 
@@ -409,7 +436,7 @@ class Batch:
         else:
             log.warning("provider refused essay %s: %s", task.essay.id, result.problem)
             self._fall_back(work, task.essay, f"the OpenAI API refused it ({result.problem})")
-        self._save(work)
+        self.dirty.add(work.run_id)
 
     def _retry(self, task: Task, delay: float) -> None:
         """Back to the front of the line (it is older than anything behind it) after `delay`."""
@@ -442,7 +469,7 @@ class Batch:
             if work.waiting_since and time.time() - work.waiting_since >= self.max_wait:
                 for task in [t for t in self.pending if t.run_id == work.run_id]:
                     self._fall_back(work, task.essay, self._unavailable(work))
-                self._save(work)
+                self.dirty.add(work.run_id)
 
     def _next_fallback_in(self) -> float:
         """Seconds until the earliest waiting run reaches LLM_MAX_WAIT."""
@@ -455,25 +482,50 @@ class Batch:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def _owned(self, work: RunWork) -> StageRun | None:
-        """The run if this batch still owns it; else forget it (the watchdog superseded it)."""
-        run = db.session.get(StageRun, work.run_id, populate_existing=True)
-        if run is None or run.job_id != self.job_id or StageStatus(run.status).finished:
-            log.warning("gpt stage run %s is no longer this batch's; result dropped", work.run_id)
-            self.work.pop(work.run_id, None)
-            self.pending = deque(t for t in self.pending if t.run_id != work.run_id)
-            db.session.rollback()
-            return None
-        return run
+    def _flush(self) -> None:
+        """Write every run that changed since the last flush in one transaction: partial
+        results and progress, or scores and the stage result for runs now done; then start
+        fusion for those. One commit per flush rather than per essay keeps SQLite's lock short
+        for the web processes reading status meanwhile."""
+        if not self.dirty:
+            return
+        ids = sorted(self.dirty)
+        self.dirty.clear()
+        runs = {
+            run.id: run
+            for run in db.session.scalars(
+                select(StageRun)
+                .where(StageRun.id.in_(ids))
+                .execution_options(populate_existing=True)
+            )
+        }
+        finished = []
+        for run_id in ids:
+            work = self.work.get(run_id)
+            run = runs.get(run_id)
+            if work is None:
+                continue
+            if run is None or run.job_id != self.job_id or StageStatus(run.status).finished:
+                log.warning("gpt stage run %s is no longer this batch's; result dropped", run_id)
+                self._forget(run_id)
+                continue
+            if work.done:
+                self._write_result(run, work)
+                finished.append(run)
+            else:
+                self._write_partial(run, work)
+        db.session.commit()
+        for run in finished:
+            self.work.pop(run.id, None)
+            self.on_finished(run.operation)
 
-    def _save(self, work: RunWork) -> None:
-        """Store the essays scored so far and the progress (one commit), or finish the run."""
-        if work.done:
-            self._finish(work)
-            return
-        run = self._owned(work)
-        if run is None:
-            return
+    def _forget(self, run_id: int) -> None:
+        """Drop a run this batch no longer owns (the watchdog gave it a new job)."""
+        self.work.pop(run_id, None)
+        self.pending = deque(t for t in self.pending if t.run_id != run_id)
+
+    def _write_partial(self, run: StageRun, work: RunWork) -> None:
+        """The essays scored so far, and the bar moved to match (below 100 until done)."""
         run.result = {
             "partial": {
                 "essays": list(work.results.values()),
@@ -481,23 +533,15 @@ class Batch:
                 "problem": work.problem,
             }
         }
-        progress.record_progress(run, len(work.results) * 100 // len(work.essays))
-        db.session.commit()
+        value = max(run.percentage, min(len(work.results) * 100 // len(work.essays), 99))
+        if value != run.percentage:
+            run.percentage = value
+            progress.refresh_operation_progress(run.operation)
 
-    def _save_all(self) -> None:
-        for work in list(self.work.values()):
-            self._save(work)
-
-    def _finish(self, work: RunWork) -> None:
-        """Write the run's scores and result in one transaction, then start fusion if it can."""
-        run = self._owned(work)
-        if run is None:
-            return
+    def _write_result(self, run: StageRun, work: RunWork) -> None:
+        """The run's scores and stage result (committed by the flush, all or nothing)."""
         results = [work.results[essay.id] for essay in work.essays]
         replace_stage_scores(run.operation_id, Stage.GPT, results)
         fallbacks = [r["fallback_reason"] for r in results if r.get("fallback_reason")]
         outcome = {"essays": results, "scorer": f"openai:{self.model}", "fallbacks": fallbacks}
         progress.complete_stage(run, outcome, skipped=not results)
-        db.session.commit()
-        self.work.pop(work.run_id, None)
-        self.on_finished(run.operation)
