@@ -25,13 +25,14 @@ malformed rubric. A student never gets 0 points because the provider was down.
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -56,7 +57,7 @@ from webapp.queues import SCORING_QUEUE, get_redis
 from webapp.services import progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import usage
-from webapp.services.llm.breaker import CircuitBreaker
+from webapp.services.llm.breaker import CircuitBreaker, Permission
 from webapp.services.llm.calls import CallResult, Outcome, estimate_tokens, notify, score_once
 from webapp.services.llm.leaders import LeaderSlots, SlotKeeper
 from webapp.services.llm.rate_limit import FleetLimiter
@@ -75,7 +76,7 @@ JOB_TIMEOUT = 900
 # Claims are a database round trip: at most this often while the pool has work, and at most
 # CLAIM_CHUNK runs at a time, so sending goes on between claims.
 CLAIM_EVERY = 0.25
-CLAIM_CHUNK = 8
+CLAIM_CHUNK = 25
 # Results are written together, at most this often (the bars still move per essay).
 FLUSH_EVERY = 0.1
 ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
@@ -144,7 +145,7 @@ _WAITING = (StageStatus.QUEUED, StageStatus.IN_PROGRESS)
 def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None:
     """Give these runs (owned by `job_id`) to one fresh gpt job, now or after `delay` seconds."""
     fresh = f"stage-{run_ids[0]}-{secrets.token_hex(4)}"
-    queue = Queue(SCORING_QUEUE, connection=get_redis())
+    scoring = Queue(SCORING_QUEUE, connection=get_redis())
     options = {
         "job_id": fresh,
         "job_timeout": JOB_TIMEOUT,
@@ -154,9 +155,9 @@ def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None
     # (to fusion and the watchdog). If it starts first, it claims them from this ended job.
     try:
         if delay > 0:
-            queue.enqueue_in(timedelta(seconds=delay), STAGE_JOB, run_ids[0], **options)
+            scoring.enqueue_in(timedelta(seconds=delay), STAGE_JOB, run_ids[0], **options)
         else:
-            queue.enqueue(STAGE_JOB, run_ids[0], **options)
+            scoring.enqueue(STAGE_JOB, run_ids[0], **options)
     except redis.RedisError:
         log.warning("could not enqueue a gpt job for %s runs; the watchdog will", len(run_ids))
         return None
@@ -257,10 +258,14 @@ class Batch:
         self.deadline = time.monotonic() + config["LLM_BATCH_SECONDS"]
         self.pending: deque[Task] = deque()
         self.in_flight: dict[Future, Task] = {}
+        # Calls report here when they end: the main thread waits on one queue, not on every
+        # future in flight (concurrent.futures.wait registers a waiter on each, each time).
+        self.ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self.work: dict[int, RunWork] = {}
         self.resume_in = 0.0  # when handing over: how long until the provider may be tried
         self.rng = random.Random()
         self.dirty: set[int] = set()  # runs changed since the last flush
+        self._closed_until = 0.0  # the breaker was closed when last asked, until then
         self._claimed_at = 0.0
         self._flushed_at = 0.0
 
@@ -283,7 +288,7 @@ class Batch:
                 if task is None or len(self.in_flight) >= self.concurrency:
                     self._collect(0.02)
                     continue
-                permission = self.breaker.permission()
+                permission = self._permission()
                 if not permission.allowed:
                     if not self.in_flight:
                         self.resume_in = max(permission.wait, 1.0)
@@ -291,16 +296,28 @@ class Batch:
                     self._collect(min(permission.wait, 0.2))
                     continue
                 pause = self.limiter.acquire(task.tokens)
-                if pause:
-                    self._collect(min(pause, 0.05))
+                if pause:  # the window's next free slot, unless a call ends first
+                    self._collect(min(pause, 0.2))
                     continue
                 self.pending.remove(task)
                 future = pool.submit(score_once, self.client, self.model, task.essay, self.timeout)
                 self.in_flight[future] = task
+                future.add_done_callback(self.ended.put)
         self._fall_back_expired()
         self._flush()
         if self.resume_in and self.work:
             self.resume_in = min(self.resume_in, self._next_fallback_in())
+
+    def _permission(self) -> Permission:
+        """The breaker's answer; a closed breaker is asked again at most every 0.1 s (a failure
+        seen here reopens it at once: `_handle` forgets the cached answer)."""
+        now = time.monotonic()
+        if self._closed_until > now:
+            return Permission(True)
+        permission = self.breaker.permission()
+        if permission.allowed and not permission.probe:
+            self._closed_until = now + 0.1
+        return permission
 
     def _next_ready(self) -> Task | None:
         """The oldest task whose backoff is over (tasks retried go back to the front)."""
@@ -313,10 +330,14 @@ class Batch:
             if timeout:
                 time.sleep(timeout)
         else:
-            done, _ = wait(list(self.in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = self.in_flight.pop(future)
-                self._handle(task, future.result())
+            try:
+                ended = [self.ended.get(timeout=timeout) if timeout else self.ended.get_nowait()]
+                while not self.ended.empty():
+                    ended.append(self.ended.get_nowait())
+            except queue.Empty:
+                ended = []
+            for future in ended:
+                self._handle(self.in_flight.pop(future), future.result())
         if time.monotonic() - self._flushed_at >= FLUSH_EVERY or not self.in_flight:
             self._flush()
             self._flushed_at = time.monotonic()
@@ -425,6 +446,7 @@ class Batch:
             self.limiter.hold(wait_for)
             self._retry(task, wait_for)
         elif result.outcome == Outcome.OUTAGE:
+            self._closed_until = 0.0
             self.breaker.failed(result.problem)
             work.waiting_since = work.waiting_since or time.time()
             work.problem = result.problem

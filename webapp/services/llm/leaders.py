@@ -12,7 +12,7 @@ import threading
 import redis
 
 SLOT_KEY = "scoreline:llm:leader:{}"
-SLOT_TTL = 5
+SLOT_TTL = 3
 
 # Renew (or free) a slot only while it still holds this job's id.
 _RENEW = """
