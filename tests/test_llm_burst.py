@@ -132,13 +132,26 @@ def test_a_burst_has_many_calls_in_flight_in_two_workers_and_its_cost_is_shown(l
     assert 'hx-get="/admin/operations/llm"' in page  # the page loads the panel
 
 
-def test_the_fleet_stays_under_the_limit_and_scores_first_submitted_first(llm_site):
-    # Both workers may gather (two batches), yet together they send at most one call a second;
+def test_two_batches_on_two_workers_stay_under_one_limit_together(llm_site):
+    # Both workers gather (two batches), yet together they send at most two calls a second;
     # the provider allows a hair more, for the network's jitter.
     site = llm_site(
-        ProviderLimits(rpm=66, median_latency=0.05, latency_sigma=0.05),
-        OPENAI_RPM="60",
+        ProviderLimits(rpm=132, median_latency=0.05, latency_sigma=0.05),
+        OPENAI_RPM="120",
         LLM_BATCHES="2",
+    )
+
+    statuses = finished(site, site.submit(5))
+
+    assert_scored_by_the_model(site, statuses)
+    assert site.provider.stats.rate_limited == 0, site.provider.stats
+    assert site.provider.stats.ok == 10
+
+
+def test_essays_are_scored_first_submitted_first_and_the_bar_moves_per_essay(llm_site):
+    # One call a second (the provider allows a hair more, for the network's jitter).
+    site = llm_site(
+        ProviderLimits(rpm=66, median_latency=0.05, latency_sigma=0.05), OPENAI_RPM="60"
     )
 
     ids = site.submit(4)

@@ -30,19 +30,28 @@ def connection(redis_url) -> redis.Redis:
 def test_the_limiter_counts_requests_per_second_for_every_worker_alike(connection):
     first, second = (FleetLimiter(connection, rpm=120, tpm=1_000_000) for _ in range(2))
 
-    assert first.acquire(100) == 0
-    assert second.acquire(100) == 0  # another worker, the same count: 120/min is 2 a second
-    wait = first.acquire(100)
-    assert 0 < wait <= 1.0
+    assert first.acquire([100]) == (1, 0)
+    assert second.acquire([100]) == (1, 0)  # another worker, the same count: 2 a second
+    count, wait = first.acquire([100])
+    assert count == 0 and 0 < wait <= 1.0
     time.sleep(wait + 0.05)
-    assert second.acquire(100) == 0
+    assert second.acquire([100, 100, 100]) == (2, 0)  # as many as fit: the window is free again
+
+
+def test_several_calls_are_counted_in_one_go(connection):
+    limiter = FleetLimiter(connection, rpm=600, tpm=1_000_000)  # 10 a second
+
+    assert limiter.acquire([100] * 4) == (4, 0)
+    assert limiter.acquire([100] * 8) == (6, 0)
+    assert limiter.acquire([100]).count == 0
 
 
 def test_the_limiter_counts_tokens_too(connection):
     limiter = FleetLimiter(connection, rpm=6000, tpm=60_000)  # 1,000 tokens a second
 
-    assert limiter.acquire(600) == 0
-    assert limiter.acquire(600) > 0  # 1,200 tokens would overrun this second
+    assert limiter.acquire([600]) == (1, 0)
+    assert limiter.acquire([600]).count == 0  # 1,200 tokens would overrun this second
+    assert limiter.acquire([300, 300]) == (1, 0)  # 900 of the second's 1,000 tokens
 
 
 def test_the_providers_own_account_holds_the_whole_fleet(connection):
@@ -53,9 +62,10 @@ def test_the_providers_own_account_holds_the_whole_fleet(connection):
         {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "400ms"}, 10
     )
 
-    assert 0.2 < other_worker.acquire(10) <= 0.4
+    held = other_worker.acquire([10])
+    assert held.count == 0 and 0.2 < held.wait <= 0.4
     time.sleep(0.45)
-    assert other_worker.acquire(10) == 0
+    assert other_worker.acquire([10]) == (1, 0)
     limiter.observe({"x-ratelimit-remaining-tokens": "5", "x-ratelimit-reset-tokens": "1s"}, 300)
     assert other_worker.held_for() > 0.8
 

@@ -284,8 +284,8 @@ class Batch:
                         break
                     self._collect(0.1)
                     continue
-                task = self._next_ready()
-                if task is None or len(self.in_flight) >= self.concurrency:
+                ready = self._ready(self.concurrency - len(self.in_flight))
+                if not ready:
                     self._collect(0.02)
                     continue
                 permission = self._permission()
@@ -295,18 +295,25 @@ class Batch:
                         break
                     self._collect(min(permission.wait, 0.2))
                     continue
-                pause = self.limiter.acquire(task.tokens)
-                if pause:  # the window's next free slot, unless a call ends first
-                    self._collect(min(pause, 0.2))
+                if permission.probe:
+                    ready = ready[:1]  # half-open: exactly one call finds out
+                grant = self.limiter.acquire([task.tokens for task in ready])
+                if not grant.count:  # the window's next free slot, unless a call ends first
+                    self._collect(min(grant.wait, 0.2))
                     continue
-                self.pending.remove(task)
-                future = pool.submit(score_once, self.client, self.model, task.essay, self.timeout)
-                self.in_flight[future] = task
-                future.add_done_callback(self.ended.put)
+                for task in ready[: grant.count]:
+                    self._send(pool, task)
         self._fall_back_expired()
         self._flush()
         if self.resume_in and self.work:
             self.resume_in = min(self.resume_in, self._next_fallback_in())
+
+    def _send(self, pool: ThreadPoolExecutor, task: Task) -> None:
+        """Hand one essay's call to a pool thread; it reports on `ended` when it is over."""
+        self.pending.remove(task)
+        call = pool.submit(score_once, self.client, self.model, task.essay, self.timeout)
+        self.in_flight[call] = task
+        call.add_done_callback(self.ended.put)
 
     def _permission(self) -> Permission:
         """The breaker's answer; a closed breaker is asked again at most every 0.1 s (a failure
@@ -319,10 +326,17 @@ class Batch:
             self._closed_until = now + 0.1
         return permission
 
-    def _next_ready(self) -> Task | None:
-        """The oldest task whose backoff is over (tasks retried go back to the front)."""
+    def _ready(self, room: int) -> list[Task]:
+        """Up to `room` (at most 16) of the oldest tasks whose backoff is over (retried tasks
+        go back to the front)."""
         now = time.monotonic()
-        return next((t for t in self.pending if t.not_before <= now), None)
+        ready = []
+        for task in self.pending:
+            if len(ready) >= min(room, 16):
+                break
+            if task.not_before <= now:
+                ready.append(task)
+        return ready
 
     def _collect(self, timeout: float) -> None:
         """Handle every finished call; wait up to `timeout` for one if none has finished."""

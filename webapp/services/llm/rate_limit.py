@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis
 from limits import RateLimitItemPerSecond
@@ -30,6 +31,13 @@ def per_second_item(per_minute: int) -> RateLimitItemPerSecond:
     return RateLimitItemPerSecond(1, -(-60 // max(per_minute, 1)), namespace=NAMESPACE)
 
 
+class Grant(NamedTuple):
+    """How many calls may go now; when none, how long to wait."""
+
+    count: int
+    wait: float
+
+
 @dataclass
 class FleetLimiter:
     """Every worker's gate before a call: `acquire()` counts the call or says how long to wait."""
@@ -45,21 +53,37 @@ class FleetLimiter:
         self._rpm_item = per_second_item(self.rpm)
         self._tpm_item = per_second_item(self.tpm)
 
-    def acquire(self, tokens: int) -> float:
-        """Count one call of about `tokens` tokens and return 0, or return seconds to wait."""
+    def acquire(self, tokens: Sequence[int]) -> Grant:
+        """Count as many of these calls (each of about so many tokens), in order, as the limits
+        allow now. Asking for several at once costs the same few round trips as for one."""
         held = self.held_for()
         if held > 0:
-            return held
-        if not self._requests.hit(self._rpm_item, "requests"):
-            return self._wait(self._requests, self._rpm_item, "requests")
-        cost = min(tokens, self._tpm_item.amount)
-        if self.tpm and not self._tokens.hit(self._tpm_item, "tokens", cost=cost):
-            return self._wait(self._tokens, self._tpm_item, "tokens")
-        return 0.0
+            return Grant(0, held)
+        requests = self._requests.get_window_stats(self._rpm_item, "requests")
+        count = min(len(tokens), requests.remaining)
+        if count <= 0:
+            return Grant(0, self._until(requests.reset_time, self._rpm_item))
+        if self.tpm:
+            room = self._tokens.get_window_stats(self._tpm_item, "tokens")
+            fitting, total = 0, 0
+            for need in tokens[:count]:
+                total += min(need, self._tpm_item.amount)
+                if total > room.remaining:
+                    break
+                fitting += 1
+            if fitting == 0:
+                return Grant(0, self._until(room.reset_time, self._tpm_item))
+            count = fitting
+        if not self._requests.hit(self._rpm_item, "requests", cost=count):
+            return Grant(0, 0.005)  # another worker took the room meanwhile
+        if self.tpm:
+            cost = sum(min(need, self._tpm_item.amount) for need in tokens[:count])
+            self._tokens.hit(self._tpm_item, "tokens", cost=min(cost, self._tpm_item.amount))
+        return Grant(count, 0.0)
 
-    def _wait(self, limiter, item, name: str) -> float:
-        """Seconds until the window has room again (at least a few ms, at most the window)."""
-        reset = limiter.get_window_stats(item, name).reset_time
+    @staticmethod
+    def _until(reset: float, item) -> float:
+        """Seconds until a window has room again (at least a few ms, at most the window)."""
         return min(max(reset - time.time(), 0.005), item.get_expiry())
 
     def held_for(self) -> float:
