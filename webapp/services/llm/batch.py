@@ -77,8 +77,10 @@ JOB_TIMEOUT = 900
 # CLAIM_CHUNK runs at a time, so sending goes on between claims.
 CLAIM_EVERY = 0.25
 CLAIM_CHUNK = 25
-# Results are written together, at most this often (the bars still move per essay).
-FLUSH_EVERY = 0.1
+# Results are written together, at most this often (as often as any stage writes progress:
+# the bars still move per essay). On SQLite every commit waits for the one writer's lock, and
+# the batch's calls are sent from the same thread.
+FLUSH_EVERY = 0.5
 ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
 
 
