@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-GROUPS = ("polling", "pipeline", "webhooks")
+GROUPS = ("polling", "pipeline", "webhooks", "llm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     with stack_module.instance(keep=args.keep) as (stack, app):
-        from bench import memory, pipeline, polling, report, webhooks
+        from bench import llm, memory, pipeline, polling, report, webhooks
 
-        modules = {"polling": polling, "pipeline": pipeline, "webhooks": webhooks}
+        modules = {"polling": polling, "pipeline": pipeline, "webhooks": webhooks, "llm": llm}
         figures = []
         for group in groups:
             print(f"bench: {group} ...", file=sys.stderr, flush=True)

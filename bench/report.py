@@ -16,6 +16,7 @@ class Figure:
     """One measurement beside its same-run baseline.
 
     kind "ratio": figure / baseline must be at least `target` (throughputs);
+    kind "ratio_max": figure / baseline must be at most `target` (a time against its ideal);
     kind "max": the figure itself must be at most `target` (latencies in ms or s, sizes in MB);
     the baseline is then shown for context (the same thing measured without our code).
     """
@@ -36,10 +37,14 @@ class Figure:
     def met(self) -> bool:
         if self.kind == "ratio":
             return self.ratio >= self.target
+        if self.kind == "ratio_max":
+            return self.ratio <= self.target
         return self.value <= self.target
 
     def target_text(self) -> str:
-        return f">= {self.target:g}x" if self.kind == "ratio" else f"<= {self.target:g}"
+        if self.kind == "ratio":
+            return f">= {self.target:g}x"
+        return f"<= {self.target:g}x" if self.kind == "ratio_max" else f"<= {self.target:g}"
 
 
 def _num(value: float) -> str:

@@ -139,10 +139,10 @@ class Stack:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", proc=process.proc)
         return process
 
-    def worker(self, name: str, **extra_env: str) -> Process:
+    def worker(self, name: str, role: str = "worker", **extra_env: str) -> Process:
         """`python -m worker`, as the Procfile runs it, registered with RQ before returning."""
         argv = [sys.executable, "-m", "worker", "--name", name]
-        process = self.spawn(name, argv, "worker", **extra_env)
+        process = self.spawn(name, argv, role, **extra_env)
         from rq import Worker
 
         from webapp.queues import get_redis

@@ -38,6 +38,7 @@ from webapp.models import (
     Delivery,
     HistoryEvent,
     IdempotencyKey,
+    LlmCall,
     Operation,
     Response,
     Role,
@@ -150,6 +151,7 @@ def clean_tables(request, app):
     from sqlalchemy.exc import OperationalError
 
     models = (
+        LlmCall,
         Attempt,
         Delivery,
         WebhookEvent,
@@ -405,6 +407,15 @@ def worker_factory(base_dir, db_url, redis_server, app):
     yield factory
     for process in started:
         process.stop()
+
+
+def app_on(app, redis_url: str, **config):
+    """Another app on the session's database and secret, enqueuing on `redis_url` (where a
+    worker_factory worker listens), with the session's rate limits and `config`."""
+    shared = {k: v for k, v in app.config.items() if k.startswith("RATE_LIMIT_")}
+    for key in ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY"):
+        shared[key] = app.config[key]
+    return create_app({**shared, "REDIS_URL": redis_url, **config})
 
 
 @pytest.fixture()

@@ -289,22 +289,22 @@ def kept_answer(user: User, body: str) -> IdempotencyKey:
     )  # fmt: skip
 
 
-def test_migration_0013_seals_kept_answers_and_its_downgrade_opens_them(app_on):
+def test_migration_0009_seals_kept_answers_and_its_downgrade_opens_them(app_on):
     answer = '{"secret": "whsec_' + "k" * 43 + '="}'
     site = app_on(new_key())
     with site.app_context():
         upgrade(revision="0007")
         db.session.add(kept_answer(User(email="kept@example.com", password_hash="x"), "-"))
         db.session.commit()
-        with db.engine.begin() as connection:  # kept before 0013: in plaintext
+        with db.engine.begin() as connection:  # kept before 0009: in plaintext
             plain = text("UPDATE idempotency_keys SET response_body = :answer")
             connection.execute(plain, {"answer": answer})
 
-        upgrade(revision="0013")
+        upgrade(revision="0009")
         assert stored_responses(db.engine) != [answer]
         assert db.session.scalar(select(IdempotencyKey)).response_body == answer
         db.session.rollback()
-        upgrade(revision="0013")  # again: nothing sealed twice
+        upgrade(revision="0009")  # again: nothing sealed twice
         assert db.session.scalar(select(IdempotencyKey)).response_body == answer
         db.session.rollback()
 

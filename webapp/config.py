@@ -95,6 +95,23 @@ class Config:
         self.OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4o-mini").strip()
         self.OPENAI_TIMEOUT = _float("OPENAI_TIMEOUT", 30.0)
         self.OPENAI_MAX_RETRIES = _int("OPENAI_MAX_RETRIES", 4)
+        # The provider's limits for the whole fleet (OpenAI's tier 1 for gpt-4o-mini).
+        self.OPENAI_RPM = _int("OPENAI_RPM", 500)
+        self.OPENAI_TPM = _int("OPENAI_TPM", 200000)
+        # US dollars per 1,000 tokens (gpt-4o-mini's list prices), for the cost estimates.
+        self.OPENAI_PRICE_PROMPT = _float("OPENAI_PRICE_PROMPT", 0.00015)
+        self.OPENAI_PRICE_CACHED = _float("OPENAI_PRICE_CACHED", 0.000075)
+        self.OPENAI_PRICE_COMPLETION = _float("OPENAI_PRICE_COMPLETION", 0.0006)
+        # Gathered gpt scoring: calls in flight per batch, batches at once in the fleet, and
+        # how long one batch job gathers new work before it hands over to a fresh job.
+        self.LLM_CONCURRENCY = _int("LLM_CONCURRENCY", 100)
+        self.LLM_BATCHES = _int("LLM_BATCHES", 1)
+        self.LLM_BATCH_SECONDS = _int("LLM_BATCH_SECONDS", 300)
+        # Seconds an essay waits for an unavailable provider before the offline scorer runs.
+        self.LLM_MAX_WAIT = _int("LLM_MAX_WAIT", 900)
+        # The circuit breaker: consecutive failures that open it, seconds between probes.
+        self.LLM_BREAKER_FAILURES = _int("LLM_BREAKER_FAILURES", 5)
+        self.LLM_BREAKER_COOLDOWN = _float("LLM_BREAKER_COOLDOWN", 15.0)
         self.WEBHOOK_TIMEOUT = _float("WEBHOOK_TIMEOUT", 15.0)
         self.WEBHOOK_RETRY_SCHEDULE = _int_list(
             "WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     # Before the app exists: its factory would otherwise pick the web's metrics folder.
     metrics_dir = metrics.claim_directory(Path(config.METRICS_DIR), "worker")
     metrics.configure(metrics_dir, one_fork_at_a_time=True)
+    # The OpenAI client's HTTP library logs every request at INFO: hundreds a minute in a burst.
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     app = create_app()
     app.app_context().push()
     engine = db.engine
@@ -103,23 +106,23 @@ def warm_up(app: Flask) -> None:
     gc.freeze()
 
 
-# Scoring stages are local work of a few milliseconds when no OpenAI key is set.
-OFFLINE_JOBS = frozenset({"worker.jobs.run_stage"})
+# Scoring stages: local work of a few milliseconds (offline scorer, retrieval, the report), or,
+# with an OpenAI key, gpt batches whose calls wait in threads of this process.
+STAGE_JOBS = frozenset({"worker.jobs.run_stage"})
 
 
 class ScorelineWorker(Worker):
-    """RQ's forking Worker, except for jobs known to be short, and listening for SIGTERM/SIGINT
-    from before it registers in Redis.
+    """RQ's forking Worker, except for the scoring and webhook jobs, and listening for
+    SIGTERM/SIGINT from before it registers in Redis.
 
-    Jobs run in a forked work horse, as RQ does by default: a stage may call the OpenAI API for
-    minutes, and a horse keeps its memory and any crash away from the worker. Two kinds of job
-    run in this process instead, because a fork (with the reconnects and cold caches a horse
-    starts with) costs several times their own work: webhook deliveries (HTTP requests bounded
-    by WEBHOOK_TIMEOUT; a fork costs about 20 ms against 1) and, when no OPENAI_API_KEY is set,
-    scoring stages (the offline scorer, retrieval and the report: milliseconds of local work,
-    against about 50 ms in a fresh horse). They keep RQ's own job timeout (SIGALRM) and a thread
-    keeps the heartbeats going while one runs. Anything else, every stage that may call the
-    OpenAI API included, forks.
+    Jobs run in a forked work horse, as RQ does by default, except two kinds that run in this
+    process, because a fork (with the reconnects and cold caches a horse starts with) costs
+    several times their own work: webhook deliveries (HTTP requests bounded by WEBHOOK_TIMEOUT;
+    a fork costs about 20 ms against 1) and scoring stages (the offline scorer, retrieval and the
+    report: milliseconds of local work, against about 50 ms in a fresh horse; with an OpenAI key
+    a gpt job is a batch whose calls wait in a thread pool here, see webapp.services.llm.batch).
+    They keep RQ's own job timeout (SIGALRM) and a thread keeps the heartbeats going while one
+    runs. Anything else forks.
 
     RQ installs its handlers only after registering and starting its scheduler, so a SIGTERM
     sent as soon as the worker shows up in Redis (as a supervisor or a test may do) used to kill
@@ -143,6 +146,14 @@ class ScorelineWorker(Worker):
                     super().execute_job(job, queue)
         finally:
             self.drain_ready()
+
+    def handle_warm_shutdown_request(self) -> None:
+        """A gpt batch running here stops gathering and hands its work on (RQ's hook for a
+        warm shutdown, called on SIGTERM/SIGINT)."""
+        from webapp.services.llm.batch import STOP
+
+        STOP.set()
+        super().handle_warm_shutdown_request()
 
     def drain_ready(self, attempts: int = 3) -> int:
         """Enqueue dependents RQ moved to "ready" but did not get onto their queue.
@@ -248,8 +259,7 @@ def make_worker(app: Flask, name: str | None = None) -> ScorelineWorker:
         name=name,
         job_monitoring_interval=app.config["WORKER_HEARTBEAT"],
     )
-    if not app.config["OPENAI_API_KEY"]:
-        worker.in_process_functions = OFFLINE_JOBS
+    worker.in_process_functions = STAGE_JOBS
     return worker
 
 

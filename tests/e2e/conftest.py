@@ -165,7 +165,9 @@ def progress_values(page: Page) -> dict[str, int]:
 
 @pytest.fixture()
 def scoring_site(app, db_url, worker_factory) -> Iterator[Callable[[Reply], str]]:
-    """A site whose worker scores essays with an OpenAI-compatible server giving `reply`.
+    """A site whose worker scores essays with an OpenAI-compatible server giving `reply`
+    (start(reply, *first, **env): `first` are given before it, in order; env is the worker's
+    extra settings).
 
     That worker listens on its own Redis database, so the site the browser uses is a second
     app on the same database that enqueues there. Returns the site's base URL.
@@ -175,14 +177,15 @@ def scoring_site(app, db_url, worker_factory) -> Iterator[Callable[[Reply], str]
     servers: list[LiveServer] = []
     fakes: list[OpenAICompatibleServer] = []
 
-    def start(reply: Reply) -> str:
-        fake = OpenAICompatibleServer(default=reply)
+    def start(reply: Reply, *first: Reply, **env: str) -> str:
+        fake = OpenAICompatibleServer(default=reply).then(*first)
         fakes.append(fake)
         _, redis_url = worker_factory(
             OPENAI_API_KEY="test-key",
             OPENAI_BASE_URL=fake.base_url,
             OPENAI_MODEL="test-model",
             OPENAI_MAX_RETRIES="0",
+            **env,
         )
         site = create_app(
             {

@@ -13,8 +13,9 @@ from tests.openai_server import Reply, rubric_reply
 
 pytestmark = pytest.mark.e2e
 
-# Each essay takes this long to score, so a 2 s poll sees the gpt stage part-way (50%).
-SLOW_ESSAY_SECONDS = 3.0
+# Essays are scored side by side; the first answer comes quickly and the second after this
+# long, so a 2 s poll sees the gpt stage part-way (50%).
+SLOW_ESSAY_SECONDS = 6.0
 # Before and after a worker picks the job up.
 IN_FLIGHT_WORDS = re.compile("Waiting to be scored|Being scored")
 
@@ -32,7 +33,10 @@ def start_and_submit(page: Page, essays: tuple[str, ...]) -> int:
 
 
 def test_bars_rise_step_by_step_and_the_dashboard_follows(new_page, scoring_site):
-    site = scoring_site(dataclasses.replace(rubric_reply(), delay=SLOW_ESSAY_SECONDS))
+    site = scoring_site(
+        dataclasses.replace(rubric_reply(), delay=SLOW_ESSAY_SECONDS),
+        dataclasses.replace(rubric_reply(), delay=SLOW_ESSAY_SECONDS / 2),
+    )
     page = new_page(site)
     log_in(page)
     assessment_id = start_and_submit(
@@ -75,8 +79,15 @@ def test_bars_rise_step_by_step_and_the_dashboard_follows(new_page, scoring_site
     expect(page.get_by_test_id("rubric-relevance").first).to_contain_text("8/10")
 
 
-def test_a_failed_stage_never_looks_like_success(new_page, scoring_site):
-    site = scoring_site(Reply(status=500, body={"error": {"message": "upstream broke"}}))
+def test_a_provider_down_too_long_gets_offline_scores_and_the_report_says_why(
+    new_page, scoring_site
+):
+    site = scoring_site(
+        Reply(status=500, body={"error": {"message": "upstream broke"}}),
+        LLM_MAX_WAIT="2",
+        LLM_BREAKER_FAILURES="2",
+        LLM_BREAKER_COOLDOWN="1",
+    )
     page = new_page(site)
     log_in(page)
     assessment_id = start_and_submit(
@@ -84,30 +95,16 @@ def test_a_failed_stage_never_looks_like_success(new_page, scoring_site):
     )
 
     watch_until_finished(page)
-    expect(page.get_by_test_id("status-badge")).to_have_text("Partly scored")
-    expect(page.get_by_test_id("overall-progress")).to_have_attribute(
-        "aria-valuetext", "100%, Partly scored"
-    )
-    # The failed stage's bar stays where the stage stopped, in red; it does not read "100".
-    gpt_bar = page.get_by_test_id("stage-gpt")
-    expect(gpt_bar).to_have_attribute("aria-valuetext", re.compile(r"^\d+%, Failed$"))
-    assert int(gpt_bar.get_attribute("aria-valuenow")) < 100
-    error = page.get_by_test_id("stage-error-gpt")
-    expect(error).to_contain_text("Essay scoring failed.")
-    expect(error).to_contain_text("you don't need to do anything")
-    expect(error).not_to_contain_text("HTTP 500")  # internal detail is for admins
-    expect(page.get_by_test_id("rescore")).to_have_count(0)
+    expect(page.get_by_test_id("stage-gpt")).to_have_attribute("aria-valuetext", "100%, Done")
     expect(page.get_by_test_id("stage-rag")).to_have_attribute("aria-valuetext", "100%, Done")
-    expect(page.get_by_test_id("timeline")).to_contain_text("Essay scoring failed.")
-    expect(page.get_by_test_id("timeline")).not_to_contain_text("HTTP 500")
-    screenshot(page, "progress-failed")
+    screenshot(page, "progress-provider-down")
 
     page.get_by_test_id("result-link").click()
     notice = page.get_by_test_id("degraded-notice")
     expect(notice).to_contain_text("This report is partial")
-    expect(notice).to_contain_text("Your essays could not be scored")
-    expect(notice).not_to_contain_text("gpt stage")
-    expect(page.get_by_test_id("section-essay-unscored")).to_contain_text("Not scored")
+    expect(notice).to_contain_text("Essay 1 was scored by the offline rubric scorer")
+    expect(notice).to_contain_text("OpenAI API was unavailable")
+    expect(page.get_by_test_id("essay-scorer").first).not_to_contain_text("OpenAI")
     screenshot(page, "result-degraded")
 
     page.get_by_role("link", name="Back to your assessments").click()
@@ -115,11 +112,10 @@ def test_a_failed_stage_never_looks_like_success(new_page, scoring_site):
     expect(row.get_by_test_id("status-badge")).to_have_text("Partly scored")
     expect(row.get_by_test_id(f"assessment-{assessment_id}-score")).to_contain_text("%")
 
-    # An admin reads the technical error and scores the assessment again from its page.
+    # An admin scores the partial assessment again from its page.
     admin = new_page(site)
     log_in(admin, "admin")
     admin.goto(f"/assessments/{assessment_id}/progress")
-    expect(admin.get_by_test_id("stage-error-detail")).to_contain_text("HTTP 500")
     admin.get_by_test_id("rescore").click()
     expect(admin.get_by_test_id("flash")).to_contain_text("Scoring again")
     expect(admin.get_by_test_id("status-badge")).to_have_text(IN_FLIGHT_WORDS)

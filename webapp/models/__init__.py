@@ -5,6 +5,7 @@ from webapp.models.assessments import Assessment, AssessmentStatus, Response
 from webapp.models.audit import AuditEntry
 from webapp.models.history import Entity, HistoryEvent
 from webapp.models.idempotency import IdempotencyKey
+from webapp.models.llm import LlmCall
 from webapp.models.operations import (
     STAGE_LABELS,
     STAGE_WEIGHTS,
@@ -52,6 +53,7 @@ __all__ = [
     "EventType",
     "HistoryEvent",
     "IdempotencyKey",
+    "LlmCall",
     "Operation",
     "OperationStatus",
     "OperationType",

@@ -36,6 +36,8 @@ from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
 from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
+from webapp.services.llm import batch as llm_batch
+from webapp.services.scores import replace_stage_scores
 from worker.stages import fusion, gpt, rag
 from worker.stages.base import StageError
 from worker.stages.rule_score import RuleScore, missing_question_ids, rule_score
@@ -115,7 +117,8 @@ def enqueue_stages(
     queue = Queue(SCORING_QUEUE, connection=get_redis())
     meta = correlation.job_meta(assessment_id=operation.assessment_id, operation_id=operation.id)
     try:
-        parallel = [_enqueue(queue, runs[s], meta) for s in wanted if s != Stage.FUSION]
+        # rag first: a few ms of local work, where a gpt batch may hold its worker for minutes.
+        parallel = [_enqueue(queue, runs[s], meta) for s in (Stage.RAG, Stage.GPT) if s in wanted]
         if Stage.FUSION in wanted:
             upstream = [*parallel, *(also_wait_for or [])]
             after = Dependency(jobs=upstream, allow_failure=True) if upstream else None
@@ -193,11 +196,19 @@ def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) ->
     if run is None:
         log.warning("stage run %s no longer exists; nothing to do", stage_run_id)
         return
+    if run.name == Stage.GPT and llm_batch.enabled():
+        # Gathered with other runs' essays (or handed to the job that gathers them).
+        db.session.commit()
+        llm_batch.run_gpt_job(run.id, job_id, on_finished=start_fusion_if_ready)
+        return
     if job_id is not None and run.job_id != job_id:
         log.warning("job %s is stale for stage run %s; skipping", job_id, run.id)
         return
     if StageStatus(run.status).finished:
         log.info("stage run %s already %s; not running it again", run.id, run.status)
+        return
+    if run.name == Stage.FUSION and llm_batch.enabled() and llm_batch.waits_for_gpt(run.operation):
+        log.info("fusion of operation %s waits for its gpt batch", run.operation_id)
         return
     try:
         if not progress.start_stage(run):
@@ -304,18 +315,7 @@ def _run_gpt(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     scorer = essay_scorer()
     results = gpt.score_essays(essays, scorer, progress_reporter(run))
     ensure_current(run, job_id)
-    db.session.query(Score).filter_by(operation_id=run.operation_id, stage=Stage.GPT).delete()
-    for result in results:
-        db.session.add(
-            Score(
-                operation_id=run.operation_id,
-                question_id=result["question_id"],
-                stage=Stage.GPT,
-                points=result["points"],
-                max_points=result["max_points"],
-                detail=result,
-            )
-        )
+    replace_stage_scores(run.operation_id, Stage.GPT, results)
     progress.complete_stage(run, {"essays": results, "scorer": scorer.name})
     db.session.commit()
 
@@ -350,6 +350,9 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
             abandoned = True
         if other.status == StageStatus.FAILED:
             reasons.append(f"The {stage.value} stage failed: {other.error}")
+    if upstream[Stage.GPT].status == StageStatus.COMPLETED:
+        # Essays the offline scorer had to score instead of the model, and why.
+        reasons.extend((upstream[Stage.GPT].result or {}).get("fallbacks", []))
     if abandoned:
         db.session.commit()  # recorded even if the report below fails
     questions = question_inputs(assessment)
@@ -372,6 +375,16 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
     progress.complete_stage(run, {"total": report["total"], "max_total": report["max_total"]})
     _finish(operation, report=report, error=None)
     db.session.commit()
+
+
+def start_fusion_if_ready(operation: Operation) -> None:
+    """Enqueue fusion once gpt and rag are both finished and fusion is not (a gathered gpt
+    stage ends after the job fusion depends on in RQ)."""
+    db.session.refresh(operation, attribute_names=["stage_runs"])
+    runs = {run.name: run for run in operation.stage_runs}
+    upstream_done = all(StageStatus(runs[s].status).finished for s in (Stage.GPT, Stage.RAG))
+    if upstream_done and not StageStatus(runs[Stage.FUSION].status).finished:
+        enqueue_stages(operation, [Stage.FUSION])
 
 
 def _finish(operation: Operation, *, report: dict | None, error: str | None) -> None:

@@ -64,8 +64,9 @@ def latest_operation(assessment_id: int) -> Operation | None:
     )
 
 
-def start_stage(run: StageRun) -> bool:
-    """Mark a stage in progress, and its operation and assessment as processing.
+def start_stage(run: StageRun, *, commit: bool = True) -> bool:
+    """Mark a stage in progress, and its operation and assessment as processing (committed
+    unless `commit` is False: a gpt batch starts several runs in one transaction).
 
     The stage is claimed with one conditional UPDATE: False (nothing changed) when it finished
     meanwhile, say by a job the watchdog re-enqueued that committed while this one started.
@@ -83,7 +84,8 @@ def start_stage(run: StageRun) -> bool:
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:
-        db.session.rollback()
+        if commit:  # a batch's transaction holds other runs' starts: the batch decides
+            db.session.rollback()
         return False
     set_committed_value(run, "status", StageStatus.IN_PROGRESS)
     set_committed_value(run, "started_at", run.started_at or now)
@@ -96,7 +98,8 @@ def start_stage(run: StageRun) -> bool:
         assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return True
 
 

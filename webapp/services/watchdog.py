@@ -206,6 +206,15 @@ def _repair(operation: Operation, connection, live_workers: set[str], cutoff) ->
         reason = _why_lost(run, connection, live_workers, cutoff)
         if reason:
             lost[Stage(run.name)] = reason
+    if (
+        Stage.FUSION in lost
+        and Stage.GPT not in lost
+        and _unfinished(operation, Stage.GPT)
+        and lost[Stage.FUSION].endswith(f"as {JobStatus.FINISHED} without finishing the stage")
+    ):
+        # Fusion found gpt still being scored in a batch and stepped aside; the batch enqueues
+        # it when gpt is done (webapp.services.llm.batch). Nothing is lost.
+        lost.pop(Stage.FUSION)
     if not lost:
         return None
     for run in unfinished:

@@ -156,18 +156,29 @@ class OpenAIScorer(OpenAICaller):
 
     def _ask(self, essay: QuestionInput) -> EssayScore:
         """One call; an answer that is not a valid rubric is worth another attempt."""
-        content = self.complete(
-            [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": _user_message(essay)},
-            ],
-            "rubric",
-            RUBRIC_SCHEMA,
-        )
-        try:
-            return EssayScore.from_dict({"scorer": self.name, "rubric": json.loads(content)})
-        except (ValueError, TypeError, KeyError) as exc:
-            raise Retryable(f"malformed rubric JSON: {exc}") from exc
+        content = self.complete(rubric_messages(essay), "rubric", RUBRIC_SCHEMA)
+        return parse_rubric(content, self.name)
+
+
+def rubric_messages(essay: QuestionInput) -> list[dict]:
+    """The chat messages for one essay, static parts first.
+
+    Providers cache the longest prompt prefix they have seen recently, so what never changes
+    (the instructions) comes first, then what every student answering this question shares
+    (the question and its key concepts), and the student's own answer last.
+    """
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": _user_message(essay)},
+    ]
+
+
+def parse_rubric(content: str, scorer: str) -> EssayScore:
+    """The model's answer as a rubric, or Retryable when it is not a valid one."""
+    try:
+        return EssayScore.from_dict({"scorer": scorer, "rubric": json.loads(content)})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise Retryable(f"malformed rubric JSON: {exc}") from exc
 
 
 class Retryable(Exception):
@@ -209,16 +220,22 @@ def score_essays(
     for done, essay in enumerate(essays, start=1):
         # A blank answer needs no model call: it scores zero on every dimension.
         rubric = scorer.score(essay) if essay.answered else score_essay_offline("", (), "")
-        mean = rubric.mean()
-        results.append(
-            {
-                "question_id": essay.id,
-                "scorer": rubric.scorer,
-                "rubric": rubric.to_dict()["rubric"],
-                "mean": round(mean, 2),
-                "points": round(essay.weight * mean / 10, 2),
-                "max_points": essay.weight,
-            }
-        )
+        results.append(essay_result(essay, rubric))
         on_progress(done * 100 // len(essays))
     return results
+
+
+def essay_result(essay: QuestionInput, rubric: EssayScore, fallback: str | None = None) -> dict:
+    """One essay's entry in the gpt stage's result; `fallback` says why the offline scorer ran."""
+    mean = rubric.mean()
+    result = {
+        "question_id": essay.id,
+        "scorer": rubric.scorer,
+        "rubric": rubric.to_dict()["rubric"],
+        "mean": round(mean, 2),
+        "points": round(essay.weight * mean / 10, 2),
+        "max_points": essay.weight,
+    }
+    if fallback:
+        result["fallback_reason"] = fallback
+    return result

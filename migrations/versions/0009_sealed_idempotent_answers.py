@@ -1,7 +1,7 @@
 """answers kept for idempotency keys sealed at rest, like the signing secrets they may show
 
-Revision ID: 0013
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01 14:40:00
 
 A kept answer to a new webhook endpoint, a secret rotation or a callback registration shows a
@@ -15,8 +15,8 @@ from flask import current_app
 
 
 # revision identifiers, used by Alembic.
-revision = '0013'
-down_revision = '0007'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
