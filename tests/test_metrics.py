@@ -345,3 +345,43 @@ def test_worker_cleans_up_its_metrics_folder(base_dir, db_url, worker_factory):
     assert worker.process.wait(timeout=90) == 0, worker.log()[-3000:]  # a warm shutdown
     assert not folder.exists()
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR", "") != str(folder)
+
+
+def test_the_llm_breaker_state_is_read_from_redis_at_scrape(app, client, open_metrics):
+    from webapp.queues import get_redis
+    from webapp.services.llm.breaker import CircuitBreaker
+
+    with app.app_context():
+        breaker = CircuitBreaker(get_redis(), failures=1, cooldown=60)
+        model = app.config["OPENAI_MODEL"]
+        try:
+            assert value(scrape(client), "scoreline_llm_breaker_state", model=model) == 0
+            assert breaker.failed("HTTP 503")
+            assert value(scrape(client), "scoreline_llm_breaker_state", model=model) == 2
+        finally:
+            assert breaker.succeeded()
+    assert value(scrape(client), "scoreline_llm_breaker_state", model=model) == 0
+
+
+def test_every_llm_call_is_counted_by_outcome_with_its_tokens(app):
+    from webapp import metrics
+    from webapp.metrics_server import exposition
+    from webapp.services.llm.calls import CallResult, Outcome, notify
+    from webapp.services.llm.usage import Usage
+
+    def counted() -> dict:
+        return samples(exposition(metrics.directory()).decode())
+
+    before = counted()
+    notify(CallResult(Outcome.SCORED, usage=Usage(120, 30, 100), seconds=1.5), "test-model")
+    notify(CallResult(Outcome.RATE_LIMITED, seconds=0.1), "test-model")
+    after = counted()
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("scoreline_llm_requests_total", model="test-model", outcome="scored") == 1
+    assert grew("scoreline_llm_requests_total", model="test-model", outcome="rate_limited") == 1
+    assert grew("scoreline_llm_tokens_total", model="test-model", kind="prompt") == 120
+    assert grew("scoreline_llm_tokens_total", model="test-model", kind="completion") == 30
+    assert grew("scoreline_llm_request_duration_seconds_count", model="test-model") == 2

@@ -21,7 +21,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from prometheus_client import Counter, Gauge, Histogram, values
+from prometheus_client import Counter, Histogram, values
 
 NAMESPACE = "scoreline"
 # Seconds: an HTTP answer, a stage, a webhook attempt, an LLM call, a delivery end to end.
@@ -31,8 +31,6 @@ ATTEMPT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000, 86400)
 
-# The LLM circuit breaker's states, as the value of scoreline_llm_breaker_state.
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 _lock = threading.Lock()
 _defined = False
@@ -103,7 +101,7 @@ def _define() -> None:
     """Create every metric (after the value class is set, so each writes to its file)."""
     global submissions, stage_duration
     global webhook_attempts, webhook_attempt_duration, webhook_delivery_latency
-    global watchdog_repairs, llm_requests, llm_duration, llm_tokens, llm_breaker_state
+    global watchdog_repairs, llm_requests, llm_duration, llm_tokens
 
     submissions = Counter(
         "submissions",
@@ -146,8 +144,7 @@ def _define() -> None:
     )
     llm_requests = Counter(
         "llm_requests",
-        "LLM API calls by model and outcome (ok, rate_limited, server_error, timeout, "
-        "invalid_output, error, breaker_open).",
+        "LLM API calls by model and outcome (scored, rate_limited, outage, malformed, refused).",
         ["model", "outcome"],
         namespace=NAMESPACE,
     )
@@ -163,13 +160,6 @@ def _define() -> None:
         "LLM tokens used, by model and kind (prompt or completion).",
         ["model", "kind"],
         namespace=NAMESPACE,
-    )
-    llm_breaker_state = Gauge(
-        "llm_breaker_state",
-        "The LLM circuit breaker: 0 closed, 1 half-open, 2 open (latest value any process set).",
-        ["model"],
-        namespace=NAMESPACE,
-        multiprocess_mode="mostrecent",
     )
 
 
@@ -212,8 +202,8 @@ def watchdog_repair(kind: str, count: int = 1) -> None:
 def llm_call(model: str, outcome: str, seconds: float | None = None) -> None:
     """One LLM API call ended with `outcome`; `seconds` when a request was actually made.
 
-    Outcomes: ok, rate_limited (HTTP 429), server_error (5xx), timeout, invalid_output, error,
-    breaker_open (refused by the circuit breaker without calling).
+    Outcomes (webapp.services.llm.calls.Outcome): scored, rate_limited (HTTP 429), outage (5xx,
+    timeout, refused connection), malformed (not a rubric), refused (any other 4xx).
     """
     if _defined:
         llm_requests.labels(model, outcome).inc()
@@ -226,9 +216,3 @@ def llm_usage(model: str, prompt_tokens: int, completion_tokens: int) -> None:
     if _defined:
         llm_tokens.labels(model, "prompt").inc(max(prompt_tokens, 0))
         llm_tokens.labels(model, "completion").inc(max(completion_tokens, 0))
-
-
-def llm_breaker(model: str, state: str) -> None:
-    """The circuit breaker for `model` is now `state` (closed, half_open or open)."""
-    if _defined:
-        llm_breaker_state.labels(model).set(BREAKER_STATES[state])

@@ -18,9 +18,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
 from webapp.models import WebhookEndpoint
+from webapp.queues import get_redis
 from webapp.services import operations_overview
+from webapp.services.llm.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 log = logging.getLogger(__name__)
+
+# The value of scoreline_llm_breaker_state for each of the breaker's states.
+BREAKER_STATES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
 class DeploymentState(Collector):
@@ -73,7 +78,18 @@ class DeploymentState(Collector):
         alive = sum(1 for worker in workers if worker.alive)
         live.add_metric(["live"], alive)
         live.add_metric(["dead"], len(workers) - alive)
-        yield from (jobs, age, live)
+        yield from (jobs, age, live, self._llm_breaker())
+
+    def _llm_breaker(self) -> GaugeMetricFamily:
+        """The fleet's LLM circuit breaker, kept in Redis (webapp.services.llm.breaker)."""
+        breaker = GaugeMetricFamily(
+            "scoreline_llm_breaker_state",
+            "The LLM circuit breaker: 0 closed, 1 half-open, 2 open.",
+            labels=["model"],
+        )
+        state = CircuitBreaker(get_redis()).state()["state"]
+        breaker.add_metric([self.app.config["OPENAI_MODEL"]], BREAKER_STATES[state])
+        return breaker
 
     def _endpoints(self, up: GaugeMetricFamily):
         try:

@@ -439,7 +439,7 @@ class Batch:
 
     def _handle(self, task: Task, result: CallResult) -> None:
         """What one call's outcome means for its essay, the limiter and the breaker."""
-        notify(result)
+        notify(result, self.model)
         work = self.work.get(task.run_id)
         if work is None:
             return  # the run was superseded meanwhile

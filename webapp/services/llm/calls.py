@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from webapp import metrics
 from webapp.services.llm.rate_limit import retry_after
 from webapp.services.llm.usage import Usage
 from worker.stages.base import QuestionInput
@@ -44,19 +44,10 @@ class CallResult:
     seconds: float = 0.0
 
 
-# METRICS: the metrics engineer's LLM metrics (webapp/metrics.py) subscribe here, e.g.
-# `CALL_OBSERVERS.append(lambda result: LLM_CALLS.labels(result.outcome).inc())`. Each observer
-# gets every CallResult (outcome, seconds, usage, headers) on the batch's main thread.
-CALL_OBSERVERS: list[Callable[[CallResult], None]] = []
-
-
-def notify(result: CallResult) -> None:
-    """Tell the observers about one call; an observer's failure never stops scoring."""
-    for observer in CALL_OBSERVERS:
-        try:
-            observer(result)
-        except Exception:
-            log.exception("LLM call observer %r failed", observer)
+def notify(result: CallResult, model: str) -> None:
+    """Count one call in the metrics: its outcome, duration and the tokens billed."""
+    metrics.llm_call(model, result.outcome.value, result.seconds or None)
+    metrics.llm_usage(model, result.usage.prompt_tokens, result.usage.completion_tokens)
 
 
 def estimate_tokens(essay: QuestionInput) -> int:
