@@ -339,3 +339,23 @@ def test_workers_register_again_after_redis_restarts_empty(base_dir, tmp_path, d
         worker.stop()
         with contextlib.suppress(redis.RedisError):
             redis.Redis.from_url(url).shutdown(nosave=True)
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it(base_dir, tmp_path, db_url):
+    """A worker (re)started during a Redis outage waits for Redis instead of exiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = ensure_embedded_redis(tmp_path)
+    redis.Redis.from_url(url).shutdown(nosave=True)
+    wait_for(lambda: not (tmp_path / "redis.sock").exists(), 10, "Redis to stop")
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(start_worker, base_dir, db_url, url, 90, WORKER_HEARTBEAT=HEARTBEAT)
+        time.sleep(8)  # the worker meets no Redis while it starts
+        assert ensure_embedded_redis(tmp_path) == url
+        worker = starting.result(timeout=120)  # registered: it waited and went on
+    try:
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(url).shutdown(nosave=True)

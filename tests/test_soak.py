@@ -36,7 +36,7 @@ from webapp.models import Assessment, Delivery, Operation, WebhookEvent
 from webapp.queues import ensure_embedded_redis
 
 # About 2 minutes of chaos plus the session's setup, on a machine that may be busy.
-pytestmark = [pytest.mark.db, pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.db, pytest.mark.postgres, pytest.mark.timeout(900)]
 
 SUBMITTING = 80.0  # seconds of submissions
 RATE = 2.0  # submissions a second
@@ -48,7 +48,7 @@ WEB_RESTART_AT = 50.0  # gunicorn SIGKILLed and started again
 # assessment left behind shows as no assessment finishing for STALL seconds.
 STALL = 60.0
 DRAIN = 300.0
-GIVE_UP = 90.0  # one API call retried this long at most (through restarts)
+GIVE_UP = 180.0  # one API call retried this long at most (a restarted web may be slow to boot)
 REGISTER_WITHIN = 90.0  # a worker starting on a busy machine (CI) may take a while
 
 SOAK_ENV = {

@@ -271,7 +271,13 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
     """
     delay = 1.0
     while True:
-        worker = make_worker(app, name)
+        try:
+            worker = make_worker(app, name)  # RQ names its Redis connection: Redis must answer
+        except redis.ConnectionError:
+            log.warning("worker: Redis unreachable at start; trying again in %.0f s", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         except redis.ConnectionError:
