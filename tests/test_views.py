@@ -8,11 +8,11 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import OTHER_STUDENT, STUDENT, redis_db_url
+from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT, redis_db_url
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import ApiToken, Assessment, Operation, Stage, User
-from webapp.services import pipeline
+from webapp.services import pipeline, progress
 from webapp.services.assessments import MAX_ANSWER_LENGTH
 from webapp.views.presentation import inline_code, safe_url
 
@@ -476,3 +476,37 @@ def test_backticks_become_code_and_everything_else_is_escaped():
 )
 def test_only_http_links_are_made_clickable(url, linked):
     assert (safe_url(url) is not None) is linked
+
+
+def test_a_failed_stage_never_looks_like_success(site):
+    """A report written after a failed stage is 'Partly scored', the failed bar stops where the
+    stage stopped, the student reads plain words, and the admin the error and a rescore button."""
+    student = site.test_client()
+    token = log_in(student)
+    assessment_id = start(student, token)
+    submit(student, token, assessment_id)
+    with site.app_context():
+        operation = db.session.scalar(
+            select(Operation).where(Operation.assessment_id == assessment_id)
+        )
+        runs = {run.name: run for run in operation.stage_runs}
+        progress.fail_stage(runs[Stage.GPT], "The OpenAI API answered HTTP 500 three times.")
+        db.session.commit()
+        for stage in (Stage.RAG, Stage.FUSION):
+            pipeline.run_stage(runs[stage].id)
+        db.session.remove()
+
+    page = student.get(f"/assessments/{assessment_id}/progress").get_data(as_text=True)
+    assert 'aria-valuetext="100%, Partly scored"' in page
+    gpt_bar = re.search(r'data-testid="stage-gpt".*?aria-valuetext="([^"]*)"', page, re.S)
+    assert gpt_bar.group(1) == "0%, Failed"  # where it stopped, never "100"
+    assert "Essay scoring failed." in page and "you don&#39;t need to do anything" in page
+    assert "HTTP 500" not in page  # the technical detail is for admins
+    assert 'data-testid="rescore"' not in page
+    assert "Partly scored" in student.get("/").get_data(as_text=True)
+
+    admin = site.test_client()
+    log_in(admin, ADMIN)
+    page = admin.get(f"/assessments/{assessment_id}/progress").get_data(as_text=True)
+    assert "HTTP 500" in page
+    assert 'data-testid="rescore"' in page
