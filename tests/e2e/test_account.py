@@ -34,6 +34,9 @@ def test_token_is_shown_once_works_and_stops_working_when_revoked(page, live_ser
 
     page.goto("/account")
     assert token not in page.content()
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: asked.append(dialog.message) or dialog.accept())
     page.get_by_role("button", name="Revoke token grading <b>script</b>").click()
     expect(page.get_by_test_id("flash")).to_contain_text("revoked")
+    assert asked == ["Revoke token grading <b>script</b>? Anything using it stops working at once."]
     assert requests.get(api_url, headers=bearer, timeout=10).status_code == 401
