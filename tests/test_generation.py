@@ -41,6 +41,28 @@ def skills_on(topic: str) -> set[str]:
     return {skill for res in topic_resources(KB, topic) for skill in res["skills"]}
 
 
+AREAS = json.loads(DEFAULT_PATH.read_text())["areas"]
+AREA_OF = {topic: area for area, members in AREAS.items() for topic in members}
+# Words too common to make two options alike.
+FILLER = {"and", "vs", "of", "the", "with", "a", "to"}
+
+
+def homes_of(skill: str) -> set[str]:
+    """The main topics of the resources that list a skill."""
+    return {res["topics"][0] for res in RESOURCES.values() if skill in res["skills"]}
+
+
+def words(text: str) -> set[str]:
+    """The content words of an option, lowercased."""
+    return set(re.findall(r"[a-z0-9]+", text.lower())) - FILLER
+
+
+def split_options(draft: DraftQuestion) -> tuple[str, list[str]]:
+    """The right answer and the distractors of a theoretical draft."""
+    options = dict(draft.options)
+    return options[draft.correct_option], [t for i, t in draft.options if i != draft.correct_option]
+
+
 # --- the offline generator ---------------------------------------------------------------------
 
 
@@ -66,14 +88,71 @@ def test_offline_theoretical_question_has_one_right_answer_and_near_miss_distrac
     assert correct in skills_on("recursion")
     distractors = [text for oid, text in draft.options if oid != draft.correct_option]
     assert not set(distractors) & skills_on("recursion")
-    # Each distractor is a real skill from a different neighbouring topic.
-    homes = {
-        next(res["topics"][0] for res in RESOURCES.values() if text in res["skills"])
-        for text in distractors
+    # Each distractor is a real skill of the topic's neighbours in its area, both of them used.
+    assert {home for text in distractors for home in homes_of(text)} == {
+        "functions",
+        "iterators-generators",
     }
-    assert len(homes) == 3 and "recursion" not in homes
     assert draft.key_concepts == (correct,)
     assert all("recursion" in RESOURCES[rid]["topics"] for rid in draft.source_ids)
+
+
+def test_the_shipped_knowledge_base_puts_every_topic_in_one_area():
+    assert sorted(AREA_OF) == topics(KB)
+    assert KB.areas == AREA_OF
+    assert all(len(members) >= 3 for members in AREAS.values())
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["authentication", "caching", "recursion", "json", "classes-oop", "status-codes", "webhooks"],
+)
+def test_offline_distractors_are_plausible_near_misses_from_the_topics_area(topic):
+    answer, distractors = split_options(generate_offline(KB, topic, "theoretical"))
+
+    assert len(distractors) == 3
+    label_words = words(topic.replace("-", " "))
+    for text in distractors:
+        # From the same area: a skill of a resource mainly about another topic of that area.
+        assert {AREA_OF[home] for home in homes_of(text)} == {AREA_OF[topic]}, text
+        # Wrong: no resource on the topic lists it.
+        assert text not in skills_on(topic) and topic not in homes_of(text)
+        # Not a synonym of the answer, and not a giveaway that repeats the topic's name.
+        assert not words(text) & (words(answer) | label_words), text
+        # Shaped like the answer: at most twice as long or short.
+        assert max(len(text), len(answer)) <= 2 * min(len(text), len(answer)), text
+    # Four different options that don't share words with each other.
+    assert len({text.lower() for text in [answer, *distractors]}) == 4
+    assert all(not words(a) & words(b) for a in distractors for b in distractors if a != b)
+
+
+def test_authentication_distractors_are_about_security_not_paging_or_throttling():
+    # The issue's example: "limit and offset" (pagination) offered as a wrong answer about
+    # authentication, beside "token bucket" (rate limiting); a student rules them out unread.
+    draft = generate_offline(KB, "authentication", "theoretical")
+    _, distractors = split_options(draft)
+
+    assert "limit and offset" not in distractors and "token bucket" not in distractors
+    assert all(homes_of(text) <= set(AREAS["security"]) for text in distractors)
+
+
+def test_code_like_answers_get_code_like_distractors():
+    answer, distractors = split_options(generate_offline(KB, "classes-oop", "theoretical"))
+
+    assert answer == "__init__ and self"
+    assert all(re.search(r"[()_.@*=]", text) for text in distractors), distractors
+
+
+def test_a_knowledge_base_without_areas_still_gives_three_distractors(tmp_path):
+    document = {"version": 1, "resources": list(RESOURCES.values())}
+    path = tmp_path / "resources.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    kb = KnowledgeBase.load(path)
+
+    assert kb.areas == {}
+    answer, distractors = split_options(generate_offline(kb, "authentication", "theoretical"))
+    assert len(set(distractors)) == 3 and answer not in distractors
+    assert not set(distractors) & skills_on("authentication")
 
 
 def test_offline_essay_asks_for_the_topics_key_concepts():
@@ -112,6 +191,9 @@ def test_every_topic_and_type_gives_a_valid_draft():
         assert DraftQuestion.from_dict(draft.to_dict()) == draft  # validated both ways
         assert draft.source_ids and set(draft.source_ids) <= set(RESOURCES)
     theoretical = [d for d in drafts if d.type == "theoretical"]
+    for draft in theoretical:  # every topic's area is big enough for its distractors
+        _, distractors = split_options(draft)
+        assert all(AREA_OF[draft.topic] in {AREA_OF[h] for h in homes_of(t)} for t in distractors)
     # The right answer is not always in the same place.
     assert len({d.correct_option for d in theoretical}) >= 3
     assert len({d.prompt for d in drafts}) == len(drafts)

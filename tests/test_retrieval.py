@@ -292,6 +292,12 @@ def test_default_knowledge_base_is_loaded_once_and_reused() -> None:
         ({"version": 1, "resources": [_resource(topics=["Not A Slug"])]}, "slugs"),
         ({"version": 1, "resources": [_resource(level="expert")]}, "'level'"),
         ({"version": 1, "resources": [_resource(), _resource()]}, "duplicate id"),
+        ({"version": 1, "areas": ["http"], "resources": [_resource()]}, "areas"),
+        ({"version": 1, "areas": {"web": "http"}, "resources": [_resource()]}, "topic slugs"),
+        (
+            {"version": 1, "areas": {"a": ["json"], "b": ["json"]}, "resources": [_resource()]},
+            "two areas",
+        ),
     ],
 )
 def test_malformed_resources_file_raises_value_error_naming_the_problem(

@@ -10,6 +10,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from worker.stages.base import ProgressCallback, StageError, no_progress
 from worker.stages.gpt import OpenAICaller, Retryable
@@ -33,6 +34,9 @@ TOPIC_WORDS = {
     "modules-packages": "modules and packages",
     "variables-types": "variables and types",
 }
+# A distractor at most twice as long (or short) as the answer, where the area has enough of them.
+MAX_LENGTH_RATIO = 2.0
+_CODE = re.compile(r"[()_.@*=]")
 _ACRONYMS = {"api": "API", "http": "HTTP", "json": "JSON", "rest": "REST", "sql": "SQL"}
 
 
@@ -164,8 +168,8 @@ def generate_offline(
     """A draft built from the knowledge base alone; the same arguments give the same draft.
 
     Theoretical: the first skill of the topic's main resource that doesn't repeat the topic's
-    name is the right answer; the distractors are skills of the resources BM25 finds closest to
-    it that are not tagged with the topic (each from a different topic): plausible, but wrong.
+    name is the right answer; the distractors are skills from other topics of the same area,
+    shaped like the answer (see `_distractors`): plausible, but wrong.
     Essay: the key concepts are the topic resources' skills, taken in turn from each resource.
     """
     sources = topic_resources(kb, topic)
@@ -184,28 +188,12 @@ def generate_offline(
 
 
 def _offline_theoretical(kb: KnowledgeBase, topic: str, sources: list[dict]) -> DraftQuestion:
-    """One right skill and OPTION_COUNT - 1 near-miss skills from neighbouring topics."""
+    """One right skill and OPTION_COUNT - 1 near-miss skills from the topic's area."""
     focus = sources[0]
     # An answer that repeats the topic's own words ("idempotent operations") gives itself away.
     label = topic_label(topic)
     correct = next((s for s in focus["skills"] if not _shares_a_word(s, label)), focus["skills"][0])
-    on_topic = {s.lower() for res in sources for s in res["skills"]}
-    by_id = {res["id"]: res for res in _resources(kb)}
-    # Nearest first by BM25 on the focus resource; the rest (by id) only if that runs short.
-    near = [hit.source_id for hit in kb.search(f"{focus['title']} {focus['summary']}", len(kb))]
-    ranked = list(dict.fromkeys([*near, *sorted(by_id)]))
-    distractors: list[str] = []
-    used_topics = {topic}
-    for res in (by_id[rid] for rid in ranked):
-        if topic in res["topics"] or res["topics"][0] in used_topics:
-            continue
-        skill = next((s for s in res["skills"] if s.lower() not in on_topic), None)
-        if skill is None or skill.lower() in {d.lower() for d in distractors}:
-            continue
-        distractors.append(skill)
-        used_topics.add(res["topics"][0])
-        if len(distractors) == OPTION_COUNT - 1:
-            break
+    distractors = _distractors(kb, topic, correct, sources)
     texts = [correct, *distractors]
     # Where the right answer sits is fixed per topic, but differs between topics.
     random.Random(f"{topic}:{THEORETICAL}").shuffle(texts)
@@ -221,6 +209,82 @@ def _offline_theoretical(kb: KnowledgeBase, topic: str, sources: list[dict]) -> 
         key_concepts=(correct,),
         source_ids=(focus["id"],),
     )
+
+
+def _distractors(kb: KnowledgeBase, topic: str, answer: str, sources: list[dict]) -> list[str]:
+    """Up to OPTION_COUNT - 1 wrong options that a student who knows the topic can rule out.
+
+    A candidate is a skill of a resource not tagged with the topic, that no resource on the topic
+    lists, that shares no word with the topic's name or the answer (no giveaway, no near-synonym)
+    and that the knowledge base's own search doesn't file under the topic. Those of the answer's
+    form (code or prose) and length come first, from topics not used yet, then those of the
+    resources BM25 finds closest to the topic's main resource; from outside the area only when it
+    runs short. No two share a word.
+    """
+    label = topic_label(topic)
+    on_topic = {skill.lower() for res in sources for skill in res["skills"]}
+    focus = sources[0]
+    near = [hit.source_id for hit in kb.search(f"{focus['title']} {focus['summary']}", len(kb))]
+    closeness = {rid: rank for rank, rid in enumerate(near)}
+    area = kb.areas.get(topic)
+    topic_ids = {res["id"] for res in sources}
+    candidates: list[_Candidate] = []
+    for res in _resources(kb):
+        if res["id"] in topic_ids:
+            continue
+        home = res["topics"][0]
+        for index, skill in enumerate(res["skills"]):
+            if (
+                skill.lower() in on_topic
+                or _shares_a_word(skill, label)
+                or _shares_a_word(skill, answer)
+                or _filed_under(kb, skill, topic_ids)
+            ):
+                continue
+            shape = (
+                area is not None and kb.areas.get(home) != area,  # no areas: all one area
+                _code_like(skill) != _code_like(answer),
+                _length_ratio(skill, answer) > MAX_LENGTH_RATIO,
+            )
+            nearness = (closeness.get(res["id"], len(kb)), abs(len(skill) - len(answer)), index)
+            candidates.append(_Candidate(shape, nearness, res["id"], skill, home))
+    chosen: list[str] = []
+    homes: set[str] = set()
+    while len(chosen) < OPTION_COUNT - 1:
+        fresh = [c for c in candidates if not any(_shares_a_word(c.skill, d) for d in chosen)]
+        if not fresh:
+            break
+        # Among equally well-shaped candidates, a topic not used yet spreads the options out.
+        best = min(fresh, key=lambda c: (c.shape, c.home in homes, c.nearness, c.resource_id))
+        chosen.append(best.skill)
+        homes.add(best.home)
+    return chosen
+
+
+class _Candidate(NamedTuple):
+    """A possible distractor; `shape` and `nearness` rank it, False and small numbers first."""
+
+    shape: tuple[bool, bool, bool]  # outside the area, other form, length out of bounds
+    nearness: tuple[int, int, int]  # BM25 rank of its resource, length difference, skill order
+    resource_id: str
+    skill: str
+    home: str  # the main topic of its resource
+
+
+def _filed_under(kb: KnowledgeBase, skill: str, topic_ids: set[str]) -> bool:
+    """True when the resource BM25 finds first for `skill` is one of the topic's own."""
+    hits = kb.search(skill, 1)
+    return bool(hits) and hits[0].source_id in topic_ids
+
+
+def _code_like(text: str) -> bool:
+    """True for options written as code (`open() modes`, `@dataclass`), False for prose."""
+    return bool(_CODE.search(text))
+
+
+def _length_ratio(text: str, other: str) -> float:
+    """How many times longer the longer of two texts is: 1.0 for equal lengths."""
+    return max(len(text), len(other)) / max(1, min(len(text), len(other)))
 
 
 def _shares_a_word(text: str, other: str) -> bool:

@@ -136,6 +136,24 @@ def _validate(data: Any, source: str) -> list[dict]:
     return resources
 
 
+def _validate_areas(data: dict, source: str) -> dict[str, str]:
+    """The optional `"areas"` object (area name -> its topics) as a topic -> area map."""
+    areas = data.get("areas", {})
+    if not isinstance(areas, dict):
+        raise ValueError(f'{source}: "areas" must map an area name to a list of topic slugs')
+    area_of: dict[str, str] = {}
+    for area, area_topics in areas.items():
+        if not isinstance(area_topics, list) or not all(
+            isinstance(t, str) and _WORD.fullmatch(t) for t in area_topics
+        ):
+            raise ValueError(f'{source}: area {area!r} must list topic slugs like "sql-basics"')
+        for topic in area_topics:
+            if topic in area_of:
+                raise ValueError(f"{source}: topic {topic!r} is in two areas")
+            area_of[topic] = area
+    return area_of
+
+
 def _doc_tokens(res: dict) -> list[str]:
     """Index tokens of one resource, its short descriptive fields repeated for weight."""
     text = {f: " ".join(v) if isinstance(v, list) else v for f, v in res.items()}
@@ -145,9 +163,10 @@ def _doc_tokens(res: dict) -> list[str]:
 class KnowledgeBase:
     """Learning resources indexed with BM25 (bm25s) for weak-area recommendations."""
 
-    def __init__(self, resources: list[dict]) -> None:
+    def __init__(self, resources: list[dict], areas: dict[str, str] | None = None) -> None:
         """Index validated resources; use KnowledgeBase.load() to read them from disk."""
         self._resources = resources
+        self._areas = dict(areas or {})
         docs = [_doc_tokens(res) for res in resources]
         self._retriever = bm25s.BM25()
         self._retriever.index(docs, show_progress=False)
@@ -174,12 +193,17 @@ class KnowledgeBase:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from err
-        return cls(_validate(data, str(path)))
+        return cls(_validate(data, str(path)), _validate_areas(data, str(path)))
 
     @property
     def resources(self) -> list[dict]:
         """The resources as loaded, in file order (treat as read-only)."""
         return self._resources
+
+    @property
+    def areas(self) -> dict[str, str]:
+        """Each topic's area (a group of related topics, e.g. `http`), for those the file groups."""
+        return self._areas
 
     def __len__(self) -> int:
         """Number of resources."""
