@@ -10,9 +10,11 @@ import pytest
 import redis
 import requests
 
-from bench.openai_double import OpenAICompatibleServer, ProviderLimits, schema_reply
+from bench.openai_double import OpenAICompatibleServer, ProviderLimits, Reply, schema_reply
 from webapp.services.llm.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from webapp.services.llm.calls import Outcome, score_once
 from webapp.services.llm.rate_limit import FleetLimiter, parse_duration, retry_after
+from worker.stages.base import QuestionInput
 from worker.stages.gpt import RUBRIC_SCHEMA, parse_rubric
 
 
@@ -183,3 +185,24 @@ def test_the_double_has_outages_errors_latency_and_prompt_caching():
     assert first.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
     assert failing.status_code == 500 and failing.json()["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(body="<html>a proxy's error page</html>", headers={"Content-Type": "text/html"}),
+        Reply(body="{not json", headers={"Content-Type": "application/json"}),
+        Reply(body={"unexpected": "shape"}),
+    ],
+)
+def test_an_answer_the_client_cannot_read_is_malformed_not_a_crash(reply):
+    """One odd answer must not raise out of the pool thread and end the whole batch."""
+    provider = OpenAICompatibleServer(default=reply)
+    try:
+        client = openai.OpenAI(api_key="k", base_url=provider.base_url, max_retries=0)
+        essay = QuestionInput(1, "essay", 10, prompt="Explain recursion.", answer="A base case.")
+        result = score_once(client, "test-model", essay, timeout=5)
+    finally:
+        provider.stop()
+    assert result.outcome == Outcome.MALFORMED
+    assert result.problem

@@ -87,7 +87,11 @@ def score_once(client, model: str, essay: QuestionInput, timeout: float) -> Call
         if exc.status_code >= 500 or exc.status_code == 408:
             return _result(Outcome.OUTAGE, started, headers, problem=problem)
         return _result(Outcome.REFUSED, started, headers, problem=problem)
+    except (openai.APIError, ValueError) as exc:  # answered, but not a body the client can read
+        return _result(Outcome.MALFORMED, started, problem=f"unreadable answer: {exc}")
     headers = dict(raw.headers)
+    if not hasattr(completion, "choices"):  # a text body (a proxy's error page) parses as str
+        return _result(Outcome.MALFORMED, started, headers, problem="not a chat completion")
     usage = Usage.from_completion(completion)
     content = (completion.choices[0].message.content or "") if completion.choices else ""
     try:
