@@ -20,10 +20,10 @@ EXPECTED_SEQUENCE = [
     ("stage", "queued", "fusion"),
     ("operation", "processing", None),
     ("assessment", "processing", None),
+    ("stage", "in_progress", "rag"),  # enqueued first: a few ms, where gpt may wait on a provider
+    ("stage", "completed", "rag"),
     ("stage", "in_progress", "gpt"),
     ("stage", "completed", "gpt"),
-    ("stage", "in_progress", "rag"),
-    ("stage", "completed", "rag"),
     ("stage", "in_progress", "fusion"),
     ("stage", "completed", "fusion"),
     ("operation", "completed", None),
