@@ -11,11 +11,13 @@ from pathlib import Path
 import redis
 from flask import Flask, current_app
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 SCORING_QUEUE = "scoring"
 WEBHOOKS_QUEUE = "webhooks"
 DEFAULT_QUEUE = "default"
+# Seconds a live worker may take between popping a job and marking it started.
+POP_TO_START = 1.0
 # Every queue the app enqueues on; `python -m worker` listens on all of them, in this order.
 QUEUE_NAMES: tuple[str, ...] = (SCORING_QUEUE, WEBHOOKS_QUEUE, DEFAULT_QUEUE)
 
@@ -123,10 +125,18 @@ def get_queue(name: str = SCORING_QUEUE) -> Queue:
     return Queue(name, connection=get_redis())
 
 
-def waits_in_its_queue(job: Job) -> bool:
-    """True while a job is in its queue's list.
+def popped_and_abandoned(job: Job) -> bool:
+    """True when a job says "queued" but is in no queue, and still is a moment later.
 
     A worker pops a job (BLPOP) before it marks it started: a worker killed in between leaves
-    the job saying "queued" on no queue at all, and RQ never looks at it again.
+    the job saying "queued" on no queue at all, and RQ never looks at it again. A live worker
+    marks it started within moments, so a job caught in that gap is looked at twice.
     """
+    if _in_its_queue(job):
+        return False
+    time.sleep(POP_TO_START)
+    return job.get_status(refresh=True) == JobStatus.QUEUED and not _in_its_queue(job)
+
+
+def _in_its_queue(job: Job) -> bool:
     return Queue(job.origin, connection=job.connection).get_job_position(job.id) is not None

@@ -32,7 +32,7 @@ from webapp.models import (
     StageStatus,
 )
 from webapp.models.base import utcnow
-from webapp.queues import QUEUE_NAMES, get_queue, get_redis, waits_in_its_queue
+from webapp.queues import QUEUE_NAMES, get_queue, get_redis, popped_and_abandoned
 from webapp.services import history, pipeline
 from webapp.services.webhooks.delivery import requeue_lost
 
@@ -306,7 +306,7 @@ def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str 
         return f"its job ended as {status} without finishing the stage"
     if status == JobStatus.DEFERRED and _upstream_finished_before(run, cutoff):
         return "the stages it waits for finished, but its job was never released"
-    if status == JobStatus.QUEUED and run.enqueued_at < cutoff and not waits_in_its_queue(job):
+    if status == JobStatus.QUEUED and run.enqueued_at < cutoff and popped_and_abandoned(job):
         return "its job was taken off the queue by a worker that died before starting it"
     if status == JobStatus.STARTED and job.worker_name and job.worker_name not in live_workers:
         return f"the worker running it ({job.worker_name}) is gone"

@@ -43,7 +43,7 @@ from webapp.models import (
     WebhookEndpoint,
 )
 from webapp.models.base import isoformat, utcnow
-from webapp.queues import get_redis, waits_in_its_queue
+from webapp.queues import get_redis, popped_and_abandoned
 from webapp.services import history
 from webapp.services.webhooks import bulkhead, events, signing
 from webapp.services.webhooks.url_guard import (
@@ -626,7 +626,7 @@ def pending_deliveries_without_job(grace: timedelta = WATCHDOG_GRACE) -> list[De
         except NoSuchJobError:
             job = None
         status = job.get_status(refresh=False) if job is not None else None
-        if status not in _ALIVE or (status == JobStatus.QUEUED and not waits_in_its_queue(job)):
+        if status not in _ALIVE or (status == JobStatus.QUEUED and popped_and_abandoned(job)):
             lost.append(delivery)
     return lost
 
