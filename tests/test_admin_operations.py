@@ -364,7 +364,8 @@ def test_clearing_failed_jobs_deletes_them_and_is_audited(app, admin, worker, tm
         data={"csrf_token": token},
         follow_redirects=True,
     )
-    assert "2 failed jobs cleared from the default queue." in flashes(response)
+    # Earlier tests of the session may have left failed jobs on the queue too: all go.
+    assert f"{len(left)} failed jobs cleared from the default queue." in flashes(response)
     with app.app_context():
         assert FailedJobRegistry(queue=get_queue("default")).get_job_ids() == []
         assert not Job.exists(jobs[1].id, connection=get_queue("default").connection)
