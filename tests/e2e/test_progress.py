@@ -97,6 +97,7 @@ def test_a_provider_down_too_long_gets_offline_scores_and_the_report_says_why(
     watch_until_finished(page)
     expect(page.get_by_test_id("stage-gpt")).to_have_attribute("aria-valuetext", "100%, Done")
     expect(page.get_by_test_id("stage-rag")).to_have_attribute("aria-valuetext", "100%, Done")
+    expect(page.get_by_test_id("stage-scorer")).to_contain_text("the offline rubric scorer")
     screenshot(page, "progress-provider-down")
 
     page.get_by_test_id("result-link").click()

@@ -581,5 +581,9 @@ class Batch:
         results = [work.results[essay.id] for essay in work.essays]
         replace_stage_scores(run.operation_id, Stage.GPT, results)
         fallbacks = [r["fallback_reason"] for r in results if r.get("fallback_reason")]
-        outcome = {"essays": results, "scorer": f"openai:{self.model}", "fallbacks": fallbacks}
+        # The stage names who scored its essays: the model, or the offline scorer when every
+        # essay had to fall back to it (each essay names its own scorer either way).
+        scorers = {r["scorer"] for r in results}
+        scorer = scorers.pop() if len(scorers) == 1 else f"openai:{self.model}"
+        outcome = {"essays": results, "scorer": scorer, "fallbacks": fallbacks}
         progress.complete_stage(run, outcome, skipped=not results)
