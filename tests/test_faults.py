@@ -279,7 +279,7 @@ def test_a_database_connection_cut_mid_stage_retries_the_stage(
         20,
         "the gpt stage to start",
     )
-    time.sleep(0.5)  # inside the slow model call, with the stage's transaction open
+    time.sleep(0.5)  # inside the slow model calls
     with app.app_context():
         killed = db.session.execute(
             text(
@@ -301,7 +301,9 @@ def test_a_database_connection_cut_mid_stage_retries_the_stage(
     assert body["status"] == "completed"
     assert body["degraded"] is False  # the stage ran again; nothing failed, nothing half-written
     assert stage(body, "gpt")["status"] == "completed"
-    assert "lost its database connection" in worker.log()
+    # A gpt batch holds no transaction while calls are in flight: its next write checks the
+    # connection out again (pool_pre_ping) and goes on; a stage caught mid-transaction is run
+    # again from the start ("lost its database connection"). Either way, nothing twice:
     with app.app_context():
         scores = db.session.execute(
             text("SELECT count(*) FROM scores s JOIN operations o ON o.id = s.operation_id "

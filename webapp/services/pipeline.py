@@ -199,7 +199,12 @@ def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) ->
     if run.name == Stage.GPT and llm_batch.enabled():
         # Gathered with other runs' essays (or handed to the job that gathers them).
         db.session.commit()
-        llm_batch.run_gpt_job(run.id, job_id, on_finished=start_fusion_if_ready)
+        try:
+            llm_batch.run_gpt_job(run.id, job_id, on_finished=start_fusion_if_ready)
+        except DBAPIError as exc:  # the batch's writes are all-or-nothing: it can start again
+            if _is_disconnect(exc) and not last_try:
+                raise ConnectionLost(str(exc.orig)) from exc
+            raise
         return
     if job_id is not None and run.job_id != job_id:
         log.warning("job %s is stale for stage run %s; skipping", job_id, run.id)
