@@ -100,7 +100,7 @@ class FleetLimiter:
         # the other worker's, which the provider's next answer corrects.
         current = self.connection.get(HOLD_KEY)
         if current is None or float(current) < until:
-            self.connection.set(HOLD_KEY, f"{until:.3f}", px=int(min(seconds, 120.0) * 1000) + 50)
+            self.connection.set(HOLD_KEY, repr(until), px=int(min(seconds, 120.0) * 1000) + 50)
 
     def observe(self, headers: Mapping[str, str], tokens: int) -> None:
         """Adapt to the provider's own account: out of requests or tokens means wait for reset."""
