@@ -17,8 +17,8 @@ from tests.openai_server import Reply, rubric_reply
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import AuditEntry, Operation, Question, QuestionSet
-from worker.stages.base import StageError
-from worker.stages.generation import (
+from webapp.scoring.base import StageError
+from webapp.scoring.generation import (
     OFFLINE_GENERATOR,
     QUESTION_TYPES,
     DraftQuestion,
@@ -27,8 +27,8 @@ from worker.stages.generation import (
     topic_resources,
     topics,
 )
-from worker.stages.retrieval import DEFAULT_PATH, KnowledgeBase, default_knowledge_base
-from worker.stages.rubric import score_essay_offline
+from webapp.scoring.retrieval import DEFAULT_PATH, KnowledgeBase, default_knowledge_base
+from webapp.scoring.rubric import score_essay_offline
 
 pytestmark = pytest.mark.db
 

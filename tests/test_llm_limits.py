@@ -11,11 +11,11 @@ import redis
 import requests
 
 from bench.openai_double import OpenAICompatibleServer, ProviderLimits, Reply, schema_reply
+from webapp.scoring.base import QuestionInput
+from webapp.scoring.gpt import RUBRIC_SCHEMA, parse_rubric
 from webapp.services.llm.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from webapp.services.llm.calls import Outcome, score_once
 from webapp.services.llm.rate_limit import FleetLimiter, parse_duration, retry_after
-from worker.stages.base import QuestionInput
-from worker.stages.gpt import RUBRIC_SCHEMA, parse_rubric
 
 
 @pytest.fixture()

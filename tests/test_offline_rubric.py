@@ -1,4 +1,4 @@
-"""Tests for the deterministic offline essay rubric (worker.stages.rubric)."""
+"""Tests for the deterministic offline essay rubric (webapp.scoring.rubric)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from worker.stages.rubric import (
+from webapp.scoring.rubric import (
     DIMENSIONS,
     OFFLINE_SCORER,
     DimensionScore,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.stages.retrieval import (
+from webapp.scoring.retrieval import (
     DEFAULT_PATH,
     KnowledgeBase,
     Recommendation,

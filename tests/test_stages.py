@@ -6,10 +6,10 @@ import openai
 import pytest
 
 from tests.openai_server import Reply, rubric_reply
-from worker.stages.base import QuestionInput, StageError
-from worker.stages.fusion import build_report
-from worker.stages.gpt import OfflineScorer, OpenAIScorer, score_essays
-from worker.stages.rule_score import missing_question_ids, rule_score
+from webapp.scoring.base import QuestionInput, StageError
+from webapp.scoring.fusion import build_report
+from webapp.scoring.gpt import OfflineScorer, OpenAIScorer, score_essays
+from webapp.scoring.rule_score import missing_question_ids, rule_score
 
 QUESTIONS = [
     QuestionInput(id=1, type="theoretical", weight=1.0, answer="b", correct_option="b", topic="t1"),
@@ -135,7 +135,7 @@ def test_openai_scorer_does_not_retry_a_400(openai_server):
 
 
 def test_rag_weak_areas_name_missed_topics_missing_concepts_and_weak_dimensions():
-    from worker.stages.rag import weak_areas
+    from webapp.scoring.rag import weak_areas
 
     questions = [
         QuestionInput(id=1, type="theoretical", weight=1, answer="a", correct_option="b",

@@ -94,7 +94,7 @@ def warm_up(app: Flask) -> None:
     the horses inherit them. `gc.freeze()` then moves all of it out of the collector's sight, so
     a horse's garbage collections don't write to (and copy) every inherited page.
     """
-    from worker.stages.retrieval import default_knowledge_base
+    from webapp.scoring.retrieval import default_knowledge_base
 
     for name in JOB_MODULES:
         importlib.import_module(name)

@@ -15,7 +15,7 @@ from webapp.extensions import db
 from webapp.models import Assessment, AssessmentStatus, QuestionSet, QuestionType, Response, User
 from webapp.models.base import utcnow
 from webapp.request_values import unstorable_text
-from worker.stages.base import QuestionInput
+from webapp.scoring.base import QuestionInput
 
 MAX_ANSWER_LENGTH = 20_000
 

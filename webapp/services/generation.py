@@ -17,11 +17,11 @@ from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
 from webapp.extensions import db
 from webapp.models import Operation, OperationStatus, OperationType, Question, QuestionSet, User
 from webapp.queues import DEFAULT_QUEUE, get_redis
+from webapp.scoring import generation
+from webapp.scoring.base import StageError
+from webapp.scoring.retrieval import default_knowledge_base
 from webapp.services import audit, history
 from webapp.services.audit import Action
-from worker.stages import generation
-from worker.stages.base import StageError
-from worker.stages.retrieval import default_knowledge_base
 
 log = logging.getLogger(__name__)
 

@@ -34,13 +34,13 @@ from webapp.models import (
 )
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.scoring import fusion, gpt, rag
+from webapp.scoring.base import StageError
+from webapp.scoring.rule_score import RuleScore, missing_question_ids, rule_score
 from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import batch as llm_batch
 from webapp.services.scores import replace_stage_scores
-from worker.stages import fusion, gpt, rag
-from worker.stages.base import StageError
-from worker.stages.rule_score import RuleScore, missing_question_ids, rule_score
 
 log = logging.getLogger(__name__)
 

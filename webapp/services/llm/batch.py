@@ -54,6 +54,9 @@ from webapp.models import (
     StageStatus,
 )
 from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.scoring.base import QuestionInput
+from webapp.scoring.gpt import essay_result
+from webapp.scoring.rubric import score_essay_offline
 from webapp.services import progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import usage
@@ -62,9 +65,6 @@ from webapp.services.llm.calls import CallResult, Outcome, estimate_tokens, noti
 from webapp.services.llm.leaders import LeaderSlots, SlotKeeper
 from webapp.services.llm.rate_limit import FleetLimiter
 from webapp.services.scores import replace_stage_scores
-from worker.stages.base import QuestionInput
-from worker.stages.gpt import essay_result
-from worker.stages.rubric import score_essay_offline
 
 log = logging.getLogger(__name__)
 

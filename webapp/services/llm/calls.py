@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 
 from webapp import metrics
+from webapp.scoring.base import QuestionInput
+from webapp.scoring.gpt import RUBRIC_SCHEMA, Retryable, parse_rubric, rubric_messages
+from webapp.scoring.rubric import EssayScore
 from webapp.services.llm.rate_limit import retry_after
 from webapp.services.llm.usage import Usage
-from worker.stages.base import QuestionInput
-from worker.stages.gpt import RUBRIC_SCHEMA, Retryable, parse_rubric, rubric_messages
-from worker.stages.rubric import EssayScore
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import bm25s
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "knowledge" / "resources.json"
+DEFAULT_PATH = Path(__file__).resolve().parent / "knowledge" / "resources.json"
 LEVELS = ("beginner", "intermediate")
 REQUIRED_FIELDS = ("id", "title", "provider", "url", "topics", "skills", "level", "summary")
 

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-from worker.stages.base import ProgressCallback, QuestionInput, StageError, no_progress
-from worker.stages.rubric import DIMENSIONS, EssayScore, score_essay_offline
+from webapp.scoring.base import ProgressCallback, QuestionInput, StageError, no_progress
+from webapp.scoring.rubric import DIMENSIONS, EssayScore, score_essay_offline
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

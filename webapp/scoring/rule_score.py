@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.stages.base import QuestionInput
+from webapp.scoring.base import QuestionInput
 
 
 @dataclass(frozen=True)

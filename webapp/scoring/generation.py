@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from worker.stages.base import ProgressCallback, StageError, no_progress
-from worker.stages.gpt import OpenAICaller, Retryable
-from worker.stages.retrieval import STOPWORDS, KnowledgeBase
+from webapp.scoring.base import ProgressCallback, StageError, no_progress
+from webapp.scoring.gpt import OpenAICaller, Retryable
+from webapp.scoring.retrieval import STOPWORDS, KnowledgeBase
 
 THEORETICAL, ESSAY = "theoretical", "essay"
 QUESTION_TYPES: tuple[str, ...] = (THEORETICAL, ESSAY)

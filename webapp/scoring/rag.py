@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from worker.stages.base import ProgressCallback, QuestionInput, no_progress
-from worker.stages.retrieval import WeakAreas, default_knowledge_base
-from worker.stages.rubric import score_essay_offline
+from webapp.scoring.base import ProgressCallback, QuestionInput, no_progress
+from webapp.scoring.retrieval import WeakAreas, default_knowledge_base
+from webapp.scoring.rubric import score_essay_offline
 
 # Rubric dimensions scored below this (0-10) by the offline rubric count as weak.
 WEAK_DIMENSION_BELOW = 5

@@ -1,1 +1,0 @@
-"""Pure scoring logic for each pipeline stage: no Flask, no database session, no Redis."""
