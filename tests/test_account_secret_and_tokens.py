@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, select, text
 
-from tests.test_views import csrf_token, flashes
+from tests.support import csrf_token, flashes
 from webapp import create_app
 from webapp.demo import ensure_user
 from webapp.extensions import db

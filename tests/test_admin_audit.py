@@ -7,24 +7,13 @@ import re
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, STUDENT
-from webapp.auth import SESSION_GENERATION
+from tests.support import ADMIN, STUDENT, log_in_without_form
 from webapp.extensions import db
 from webapp.models import User
 from webapp.services import audit
 from webapp.services.audit import Action
 
 ACTION = re.compile(r'data-testid="audit-action">([^<]+)<')
-
-
-def log_in(app, client, email: str) -> None:
-    """A browser session for `email`, without going through the login form."""
-    with app.app_context():
-        user = db.session.scalar(select(User).where(User.email == email))
-    with client.session_transaction() as session:
-        session["_user_id"] = str(user.id)
-        session["_fresh"] = True
-        session[SESSION_GENERATION] = user.session_generation
 
 
 def record(app, action: Action, email: str, entity_type: str, entity_id, **details) -> None:
@@ -37,7 +26,7 @@ def record(app, action: Action, email: str, entity_type: str, entity_id, **detai
 
 @pytest.fixture()
 def admin_client(app, client):
-    log_in(app, client, ADMIN[0])
+    log_in_without_form(app, client, ADMIN)
     return client
 
 
@@ -139,7 +128,7 @@ def test_an_empty_log_says_so(admin_client):
 
 
 def test_students_get_403(app, client):
-    log_in(app, client, STUDENT[0])
+    log_in_without_form(app, client, STUDENT)
     assert client.get("/admin/audit").status_code == 403
 
 

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import ADMIN, STUDENT
-from tests.test_webhooks_pages import log_in
+from tests.support import ADMIN, STUDENT, log_in
 
 pytestmark = pytest.mark.db
 

@@ -14,14 +14,22 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, STUDENT, Api, redis_db_url
-from tests.test_pipeline import full_answers
-from tests.test_watchdog import submit_through
-from tests.test_webhooks_pages import csrf_token, log_in
+from tests.support import (
+    ADMIN,
+    STUDENT,
+    Api,
+    add_assessment,
+    csrf_token,
+    failing_remove,
+    flashes,
+    full_answers,
+    log_in,
+    submit_through,
+    wait_for,
+)
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import (
-    Assessment,
     AssessmentStatus,
     Attempt,
     AttemptTrigger,
@@ -31,7 +39,6 @@ from webapp.models import (
     Operation,
     QuestionSet,
     Stage,
-    User,
     WebhookEndpoint,
     WebhookEvent,
 )
@@ -58,26 +65,9 @@ def ids_shown(response) -> set[int]:
     return {int(found) for found in ROW.findall(response.get_data(as_text=True))}
 
 
-def add_assessment(app, status: AssessmentStatus, *, slug="python-basics", **fields) -> int:
-    """An assessment row as scoring would leave it."""
-    with app.app_context():
-        user = db.session.scalar(select(User).where(User.email == STUDENT[0]))
-        question_set = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == slug))
-        assessment = Assessment(
-            user_id=user.id, question_set_id=question_set.id, status=status, **fields
-        )
-        db.session.add(assessment)
-        db.session.commit()
-        return assessment.id
-
-
 def question_set_id(app, slug: str) -> int:
     with app.app_context():
         return db.session.scalar(select(QuestionSet.id).where(QuestionSet.slug == slug))
-
-
-def flashes(response) -> list[str]:
-    return re.findall(r'data-testid="flash">([^<]+)<', response.get_data(as_text=True))
 
 
 # --- access ----------------------------------------------------------------------------------
@@ -194,9 +184,9 @@ def test_the_session_worker_is_shown_alive_with_every_queue(app, admin, worker, 
     assert name in admin.get("/admin/operations").get_data(as_text=True)
 
 
-def test_queues_show_length_oldest_age_and_scheduled_jobs(app, db_url, redis_server):
+def test_queues_show_length_oldest_age_and_scheduled_jobs(app, db_url, idle_redis_url):
     # An app on a Redis database no worker listens on: what is enqueued stays there.
-    idle_url = redis_db_url(redis_server, 3)
+    idle_url = idle_redis_url
     redis.Redis.from_url(idle_url).flushdb()
     site = create_app(
         {
@@ -225,23 +215,6 @@ def test_queues_show_length_oldest_age_and_scheduled_jobs(app, db_url, redis_ser
 
 
 # --- failed jobs -----------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.1)
-
-
-def failing_remove(app, path) -> Job:
-    """A job that fails while `path` is missing and succeeds once it exists."""
-    with app.app_context():
-        job = get_queue("default").enqueue("os.remove", str(path))
-        registry = FailedJobRegistry(queue=get_queue("default"))
-        wait_for(lambda: job.id in registry.get_job_ids())
-    return job
 
 
 def test_a_failed_job_is_listed_and_requeue_runs_it_again(app, admin, worker, tmp_path):
@@ -396,9 +369,9 @@ def test_requeue_needs_csrf_and_a_known_queue(admin):
 
 
 def test_a_watchdog_repair_is_listed_with_its_assessment(
-    app, admin, db_url, redis_server, tokens, api, worker
+    app, admin, db_url, idle_redis_url, tokens, api, worker
 ):
-    lost_url = redis_db_url(redis_server, 4)
+    lost_url = idle_redis_url
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
     assessment, _ = submit_through(lossy, tokens)
     redis.Redis.from_url(lost_url).flushdb()  # Redis lost the jobs before any worker ran them

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import bearer
+
 pytestmark = pytest.mark.db
-
-ESSAY = (
-    "Recursion is when a function calls itself to solve a smaller copy of the problem. "
-    "Every recursive function needs a base case, because without it the recursive call never "
-    "stops; each call adds a frame to the call stack and Python enforces a recursion limit. "
-    "For example, walking a nested directory tree is natural with recursion, but summing a long "
-    "list is better done with iteration."
-)
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture()

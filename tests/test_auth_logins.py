@@ -9,8 +9,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT
-from tests.test_views import csrf_token, flashes
+from tests.support import ADMIN, OTHER_STUDENT, STUDENT, csrf_token, flashes
 from webapp import create_app
 
 pytestmark = pytest.mark.db

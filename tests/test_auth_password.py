@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from tests.test_views import csrf_token, flashes, log_in
+from tests.support import ACCOUNT_PASSWORD, csrf_token, flashes, log_in
 from webapp.extensions import db
-from webapp.models import Role, User
+from webapp.models import User
 from webapp.services.logins import authenticate
 
 pytestmark = pytest.mark.db
 
-OLD, NEW = "old-password-1", "new-password-2"
-
-
-@pytest.fixture()
-def account(app):
-    """A student of its own (email, password), removed afterwards."""
-    email = f"pw-{uuid.uuid4().hex[:8]}@example.com"
-    with app.app_context():
-        user = User(email=email, role=Role.STUDENT)
-        user.set_password(OLD)
-        db.session.add(user)
-        db.session.commit()
-    yield email, OLD
-    with app.app_context():
-        db.session.execute(delete(User).where(User.email == email))
-        db.session.commit()
+OLD, NEW = ACCOUNT_PASSWORD, "new-password-2"
 
 
 def change(browser, current: str, new: str, confirm: str | None = None, token: str | None = None):

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import STUDENT
-from tests.test_webhooks_pages import csrf_token
+from tests.support import STUDENT, csrf_token
 from webapp.redirects import local_path
 
 HOSTILE = [

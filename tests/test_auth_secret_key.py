@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 
 import webapp
-from tests.conftest import ADMIN
+from tests.support import ADMIN
 from webapp import create_app
 from webapp.config import PROJECT_ROOT
 from webapp.extensions import db

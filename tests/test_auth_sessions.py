@@ -7,10 +7,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, STUDENT
-from tests.test_poll_cache import eventually, get_noting_flask, live_near_cache, sibling_app
-from tests.test_status import in_progress  # noqa: F401  (fixture)
-from tests.test_views import csrf_token, log_in
+from tests.support import (
+    ADMIN,
+    STUDENT,
+    csrf_token,
+    eventually,
+    get_noting_flask,
+    live_near_cache,
+    log_in,
+    sibling_app,
+)
 from webapp.extensions import db
 from webapp.models import Assessment, WebhookEndpoint
 
@@ -36,7 +42,7 @@ def log_out(client) -> None:
     assert response.status_code == 302
 
 
-def assert_logged_out(browser, in_progress: int) -> None:  # noqa: F811
+def assert_logged_out(browser, in_progress: int) -> None:
     """The account page, the API and the polled partial all refuse this browser's session."""
     page = browser.get("/account")
     assert page.status_code == 302 and "/login" in page.headers["Location"]
@@ -46,7 +52,7 @@ def assert_logged_out(browser, in_progress: int) -> None:  # noqa: F811
     assert partial.get_data() == b""
 
 
-def test_a_cookie_copied_before_logout_opens_nothing_after_it(app, client, in_progress):  # noqa: F811
+def test_a_cookie_copied_before_logout_opens_nothing_after_it(app, client, in_progress):
     live_near_cache(app)
     log_in(client, STUDENT)
     url = f"/assessments/{in_progress}/progress/live"
@@ -63,7 +69,7 @@ def test_a_cookie_copied_before_logout_opens_nothing_after_it(app, client, in_pr
     assert_logged_out(with_cookie(app, copied), in_progress)
 
 
-def test_logout_in_another_process_ends_the_session_here_too(app, client, in_progress):  # noqa: F811
+def test_logout_in_another_process_ends_the_session_here_too(app, client, in_progress):
     here = sibling_app(app)
     live_near_cache(here)
     log_in(client, STUDENT)
@@ -79,7 +85,7 @@ def test_logout_in_another_process_ends_the_session_here_too(app, client, in_pro
     assert_logged_out(with_cookie(here, copied), in_progress)
 
 
-def test_logout_ends_the_accounts_other_browser_sessions_too(app, in_progress):  # noqa: F811
+def test_logout_ends_the_accounts_other_browser_sessions_too(app, in_progress):
     laptop, phone = app.test_client(), app.test_client()
     log_in(laptop, STUDENT)
     log_in(phone, STUDENT)
@@ -105,7 +111,7 @@ def test_a_pre_login_csrf_token_fails_after_login(app, client):
     assert fresh.status_code == 201
 
 
-def test_a_session_without_its_generation_opens_nothing(app, in_progress):  # noqa: F811
+def test_a_session_without_its_generation_opens_nothing(app, in_progress):
     """A session made before generations existed (or by hand) counts as logged out."""
     browser = app.test_client()
     with app.app_context():
@@ -188,7 +194,7 @@ def test_another_scheme_beside_a_cookie_still_needs_the_csrf_token(admin_browser
     assert allowed.status_code == 201
 
 
-def test_the_partial_is_not_served_on_a_cookie_beside_a_junk_bearer(app, client, in_progress):  # noqa: F811
+def test_the_partial_is_not_served_on_a_cookie_beside_a_junk_bearer(app, client, in_progress):
     live_near_cache(app)
     log_in(client, STUDENT)
     url = f"/assessments/{in_progress}/progress/live"

@@ -12,19 +12,14 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from tests.conftest import start_worker
 from tests.openai_server import rubric_reply
-from tests.test_pipeline import full_answers
+from tests.support import HEARTBEAT, explain, stack, start_worker, status, submit_through, wait_for
 from webapp import create_app
 from webapp.extensions import db
 from webapp.queues import ensure_embedded_redis
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
-
-# A busy worker heartbeats every WORKER_HEARTBEAT seconds; the watchdog calls it dead after
-# 2 x that + 5 s. With 1 s here, a killed worker is noticed within about 7 s.
-HEARTBEAT = "1"
 
 
 def slow_openai(openai_server, seconds: float):
@@ -41,65 +36,7 @@ def slow_openai(openai_server, seconds: float):
 
 
 def submit(app, tokens) -> int:
-    client = app.test_client()
-    headers = {"Authorization": f"Bearer {tokens['student']}"}
-    assessment = client.post(
-        "/api/v1/assessments", json={"question_set": "python-basics"}, headers=headers
-    ).get_json()
-    response = client.post(
-        f"/api/v1/assessments/{assessment['id']}/submit",
-        json={"responses": full_answers(assessment)},
-        headers=headers,
-    )
-    assert response.status_code == 202
-    return assessment["id"]
-
-
-def status(app, tokens, assessment_id: int) -> dict:
-    headers = {"Authorization": f"Bearer {tokens['student']}"}
-    return (
-        app.test_client()
-        .get(f"/api/v1/assessments/{assessment_id}/status", headers=headers)
-        .get_json()
-    )
-
-
-def wait_for(predicate, timeout: float, what: str, explain=None):
-    """Poll until `predicate` is truthy; on timeout, say what `explain()` finds (if given)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}" + (f"\n{explain()}" if explain else "")
-    )
-
-
-def explain(app, tokens, assessment_id: int, *workers) -> str:
-    """What the API, the database and the workers say, for a timed-out wait: tells a stale poll
-    answer from a pipeline that really stopped."""
-    try:
-        lines = [f"API status: {status(app, tokens, assessment_id)}"]
-    except Exception as exc:  # a diagnosis must not hide the failure
-        lines = [f"API status: {exc!r}"]
-    with app.app_context():
-        rows = db.session.execute(
-            text(
-                "SELECT o.id, o.status, s.name, s.status, s.percentage, s.job_id, s.error "
-                "FROM operations o LEFT JOIN stage_runs s ON s.operation_id = o.id "
-                "WHERE o.assessment_id = :a ORDER BY o.id, s.id"
-            ),
-            {"a": assessment_id},
-        ).all()
-        db.session.rollback()
-    lines += [f"database: {tuple(row)}" for row in rows]
-    for worker in workers:
-        lines.append(
-            "--- worker log (last 40 lines) ---\n" + "\n".join(worker.log().splitlines()[-40:])
-        )
-    return "\n".join(lines)
+    return submit_through(app, tokens)[0]["id"]
 
 
 def stage(body: dict, name: str) -> dict:
@@ -184,18 +121,6 @@ def test_sigterm_lets_the_current_job_finish(
     finally:
         successor.stop()
     assert done["overall_progress"] == 100
-
-
-def stack(db_url: str, redis_url: str):
-    """An app on this database and Redis, as every process of a deployment would build it."""
-    return create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": db_url,
-            "REDIS_URL": redis_url,
-            "WORKER_HEARTBEAT": int(HEARTBEAT),
-        }
-    )
 
 
 def test_redis_flushall_mid_stage_the_watchdog_brings_it_to_the_end(

@@ -12,8 +12,8 @@ import openai
 import pytest
 from sqlalchemy import delete, func, select
 
-from tests.conftest import ADMIN, STUDENT, Api
 from tests.openai_server import Reply, rubric_reply
+from tests.support import ADMIN, STUDENT, Api, log_in
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import AuditEntry, Operation, Question, QuestionSet
@@ -425,20 +425,6 @@ def test_gpt_generation_that_gives_up_fails_the_operation(
 
 
 # --- the admin page ----------------------------------------------------------------------------
-
-CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
-
-
-def log_in(client, account: tuple[str, str]) -> str:
-    """Log a Flask test client in through the login form; returns the session's CSRF token."""
-    token = CSRF.search(client.get("/login").get_data(as_text=True)).group(1)
-    email, password = account
-    response = client.post(
-        "/login", data={"email": email, "password": password, "csrf_token": token}
-    )
-    assert response.status_code == 302, response.get_data(as_text=True)
-    # Login starts a new session, with a new CSRF secret.
-    return CSRF.search(client.get("/account").get_data(as_text=True)).group(1)
 
 
 @pytest.fixture()

@@ -12,9 +12,8 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import Api
 from tests.openai_server import Reply, rubric_reply
-from tests.test_pipeline import ESSAY, full_answers
+from tests.support import ESSAY, Api, full_answers
 from webapp import create_app
 
 pytestmark = pytest.mark.db

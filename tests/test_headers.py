@@ -7,10 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import STUDENT
-from tests.test_poll_cache import bearer, get_noting_flask, live_near_cache, sibling_app
-from tests.test_status import in_progress  # noqa: F401  (fixture)
-from tests.test_views import log_in
+from tests.support import STUDENT, bearer, get_noting_flask, live_near_cache, log_in, sibling_app
 from webapp.config import PROJECT_ROOT, Config
 
 pytestmark = pytest.mark.db
@@ -81,7 +78,7 @@ def test_error_answers_carry_the_headers(client, tokens, boom_app):
         assert_browser_headers(answer)
 
 
-def test_the_poll_shortcut_answers_with_the_same_headers(app, client, tokens, in_progress):  # noqa: F811
+def test_the_poll_shortcut_answers_with_the_same_headers(app, client, tokens, in_progress):
     live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     for _ in range(2):  # built, then known from Redis
@@ -154,7 +151,7 @@ def test_session_cookies_are_secure_when_configured(https_app):
     assert all("HttpOnly" in cookie and "SameSite=Lax" in cookie for cookie in cookies)
 
 
-def test_the_poll_shortcut_follows_forced_https(app, https_app, tokens, in_progress):  # noqa: F811
+def test_the_poll_shortcut_follows_forced_https(app, https_app, tokens, in_progress):
     live_near_cache(https_app)
     client = https_app.test_client()
     url = f"/api/v1/assessments/{in_progress}/status"

@@ -21,14 +21,12 @@ def test_readyz_with_database_redis_and_a_worker(client, worker):
     assert body["checks"]["workers"]["count"] >= 1
 
 
-def test_readyz_without_a_worker_says_so(db_url, redis_server):
-    from tests.conftest import redis_db_url
-
+def test_readyz_without_a_worker_says_so(db_url, idle_redis_url):
     app = create_app(
         {
             "TESTING": True,
             "SQLALCHEMY_DATABASE_URI": db_url,
-            "REDIS_URL": redis_db_url(redis_server, 5),
+            "REDIS_URL": idle_redis_url,
         }
     )
     response = app.test_client().get("/readyz")

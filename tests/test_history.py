@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.test_pipeline import full_answers
+from tests.support import ASSESSMENT_EVENTS, full_answers, stack, start_worker, wait_for_delivery
 
 pytestmark = pytest.mark.db
 
@@ -96,8 +96,6 @@ def test_recent_events_reject_bad_hours(api, hours):
 def test_a_student_never_sees_deliveries_to_an_admin_endpoint(webhook_site, receivers, tokens):
     """A failing admin endpoint (its host does not resolve) and the student's own callback: the
     student's history and recent events show the callback's deliveries, never the admin's."""
-    from tests.test_webhooks_delivery import ASSESSMENT_EVENTS, wait_for_delivery
-
     secret_host = "hooks.secret-internal-corp.invalid"
     receiver = receivers()
     site = webhook_site(WEBHOOK_RETRY_SCHEDULE="600")  # one attempt, then a retry much later
@@ -148,9 +146,6 @@ def test_two_workers_starting_together_record_one_start_in_time_order(
 ):
     """gpt and rag start at the same moment on two workers: the operation's pending ->
     processing flip is recorded once, and newest-first agrees with the timestamps."""
-    from tests.conftest import start_worker
-    from tests.test_faults import stack
-
     _, redis_url = worker_factory()
     second = start_worker(base_dir, db_url, redis_url)
     try:

@@ -9,11 +9,9 @@ import pytest
 import requests
 from sqlalchemy import func, select, update
 
-from tests.conftest import STUDENT
-from tests.test_pipeline import full_answers
-from webapp.auth import SESSION_GENERATION
+from tests.support import STUDENT, full_answers, log_in_without_form, operations_of
 from webapp.extensions import db
-from webapp.models import IdempotencyKey, Operation, User
+from webapp.models import IdempotencyKey
 from webapp.models.base import utcnow
 from webapp.services.idempotency import canonical_body, fingerprint, parse_key
 
@@ -27,15 +25,6 @@ def keyed(key: str) -> dict:
 def stored_keys(app) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(IdempotencyKey))
-
-
-def operations_of(app, assessment_id: int) -> int:
-    with app.app_context():
-        return db.session.scalar(
-            select(func.count())
-            .select_from(Operation)
-            .where(Operation.assessment_id == assessment_id)
-        )
 
 
 def test_concurrent_submits_with_one_key_create_exactly_one_operation(app, api, tokens):
@@ -278,12 +267,7 @@ def test_requests_refused_before_they_ran_store_nothing(app, api, api_as):
 
 
 def test_session_writes_without_csrf_store_nothing(app, client):
-    with app.app_context():
-        student = db.session.scalar(select(User).where(User.email == STUDENT[0]))
-    with client.session_transaction() as session:
-        session["_user_id"] = str(student.id)
-        session["_fresh"] = True
-        session[SESSION_GENERATION] = student.session_generation
+    log_in_without_form(app, client, STUDENT)
     response = client.post(
         "/api/v1/assessments", json={"question_set": "python-basics"}, headers=keyed("csrf")
     )

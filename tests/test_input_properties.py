@@ -15,9 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ADMIN
-from tests.test_admin_audit import log_in
-from tests.test_odd_input import admin_api, endpoint_id, site  # noqa: F401  (fixtures)
+from tests.support import ADMIN, log_in_without_form
 from webapp.errors import ValidationFailed
 from webapp.request_values import (
     MAX_ID,
@@ -166,7 +164,7 @@ def assert_no_server_error(response) -> None:
 
 
 @pytest.fixture()
-def draft(admin_api) -> dict:  # noqa: F811
+def draft(admin_api) -> dict:
     created = admin_api.post("/api/v1/assessments", json={"question_set": "python-basics"})
     return created.get_json()
 
@@ -185,8 +183,8 @@ def send(client, method: str, path: str, body: object):
 @OVER_HTTP
 @given(before=odd_text, status=odd_text, hours=odd_text, actor=odd_text, entity_id=odd_text)
 def test_api_query_parameters_never_give_a_5xx(
-    admin_api,  # noqa: F811
-    endpoint_id,  # noqa: F811
+    admin_api,
+    endpoint_id,
     before,
     status,
     hours,
@@ -205,7 +203,7 @@ def test_api_query_parameters_never_give_a_5xx(
 
 @OVER_HTTP
 @given(body=json_values, question_set=json_values, responses=json_values)
-def test_assessment_bodies_never_give_a_5xx(admin_api, draft, body, question_set, responses):  # noqa: F811
+def test_assessment_bodies_never_give_a_5xx(admin_api, draft, body, question_set, responses):
     path = f"/api/v1/assessments/{draft['id']}"
     qid = draft["questions"][0]["id"]
     assert_no_server_error(send(admin_api, "POST", "/api/v1/assessments", body))
@@ -220,7 +218,7 @@ def test_assessment_bodies_never_give_a_5xx(admin_api, draft, body, question_set
 
 @OVER_HTTP
 @given(responses=json_values)
-def test_submit_bodies_never_give_a_5xx(admin_api, responses):  # noqa: F811
+def test_submit_bodies_never_give_a_5xx(admin_api, responses):
     created = admin_api.post("/api/v1/assessments", json={"question_set": "python-basics"})
     path = f"/api/v1/assessments/{created.get_json()['id']}/submit"
     assert_no_server_error(send(admin_api, "POST", path, {"responses": responses}))
@@ -229,8 +227,8 @@ def test_submit_bodies_never_give_a_5xx(admin_api, responses):  # noqa: F811
 @OVER_HTTP
 @given(url=urls, description=json_values, event_types=json_values, enabled=json_values)
 def test_webhook_endpoint_bodies_never_give_a_5xx(
-    admin_api,  # noqa: F811
-    endpoint_id,  # noqa: F811
+    admin_api,
+    endpoint_id,
     url,
     description,
     event_types,
@@ -245,7 +243,7 @@ def test_webhook_endpoint_bodies_never_give_a_5xx(
 
 @OVER_HTTP
 @given(since=moments, body=json_values)
-def test_recover_and_operation_bodies_never_give_a_5xx(admin_api, endpoint_id, since, body):  # noqa: F811
+def test_recover_and_operation_bodies_never_give_a_5xx(admin_api, endpoint_id, since, body):
     path = f"/api/v1/webhook-endpoints/{endpoint_id}/recover"
     assert_no_server_error(send(admin_api, "POST", path, {"since": since}))
     assert_no_server_error(send(admin_api, "POST", "/api/v1/operations", body))
@@ -259,9 +257,9 @@ def test_recover_and_operation_bodies_never_give_a_5xx(admin_api, endpoint_id, s
 @OVER_HTTP
 @given(value=odd_text, name=st.sampled_from(["question_set", "created_from", "created_to",
                                              "status", "degraded"]))  # fmt: skip
-def test_page_query_parameters_never_give_a_5xx(site, endpoint_id, value, name):  # noqa: F811
+def test_page_query_parameters_never_give_a_5xx(site, endpoint_id, value, name):
     browser = site.test_client()
-    log_in(site, browser, ADMIN[0])
+    log_in_without_form(site, browser, ADMIN)
     for path, params in [
         ("/admin/operations", {name: value}),
         (f"/admin/webhooks/{endpoint_id}", {"before": value, "status": value}),
@@ -289,7 +287,7 @@ header_values = st.text(
     accept=header_values,
 )
 def test_request_headers_never_give_a_5xx(
-    site,  # noqa: F811
+    site,
     authorization,
     if_none_match,
     idempotency_key,

@@ -17,8 +17,7 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
 
 from bench.openai_double import OpenAICompatibleServer, ProviderLimits, schema_reply
-from tests.conftest import Api, WorkerProcess, app_on, start_worker
-from tests.test_pipeline import full_answers
+from tests.support import Api, WorkerProcess, app_on, full_answers, start_worker
 from webapp.extensions import db
 from webapp.models import LlmCall
 from webapp.queues import SCORING_QUEUE, get_redis

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import free_port, submit_through
 from webapp.config import PROJECT_ROOT, Config
 
 STATUS_ROUTE = "/api/v1/assessments/<int:assessment_id>/status"
@@ -173,7 +173,6 @@ def test_deployment_state_reports_queues_workers_and_endpoints(client, worker, o
 def test_watchdog_repairs_are_counted_by_kind(app, db_url, tokens, worker):
     from datetime import timedelta
 
-    from tests.test_watchdog import submit_through
     from webapp import create_app, metrics
     from webapp.metrics_server import exposition
     from webapp.services.watchdog import reconcile
@@ -278,12 +277,6 @@ def test_each_process_claims_its_own_folder_and_only_dead_ones_are_removed(tmp_p
 
 
 # --- a worker's own port ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_scrape(url: str, ready, timeout: float = 30, **kwargs) -> dict:

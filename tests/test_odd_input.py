@@ -6,29 +6,16 @@ import re
 from types import SimpleNamespace
 
 import pytest
-import redis
 import requests
 
-from tests.conftest import ADMIN, LiveServer, redis_db_url
-from tests.test_admin_audit import log_in
-from tests.test_views import log_in as log_in_with_form
+from tests.support import ADMIN, LiveServer, log_in, log_in_without_form
 from webapp import create_app
 from webapp.services import audit
 from webapp.services.audit import Action
 
 pytestmark = pytest.mark.db
 
-QUIET_REDIS_DB = 8  # no worker listens here: what a test enqueues just waits
 SHOWN_ACTOR = re.compile(r'data-testid="audit-actor">([^ ]*?)</span>')
-
-
-@pytest.fixture(scope="module")
-def site(app, redis_server):
-    """The session's app on a Redis database where no worker listens: nothing runs by itself."""
-    url = redis_db_url(redis_server, QUIET_REDIS_DB)
-    redis.Redis.from_url(url).flushdb()
-    yield create_app({**same_database(app), "REDIS_URL": url})
-    redis.Redis.from_url(url).flushdb()
 
 
 def same_database(app) -> dict:
@@ -39,21 +26,6 @@ def same_database(app) -> dict:
         for name, value in app.config.items()
         if name.startswith("RATE_LIMIT_") or name in names
     }
-
-
-@pytest.fixture()
-def admin_api(site, tokens):
-    """A test client sending the admin's bearer token."""
-    client = site.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {tokens['admin']}"
-    return client
-
-
-@pytest.fixture()
-def endpoint_id(admin_api) -> int:
-    created = admin_api.post("/api/v1/webhook-endpoints", json={"url": "https://example.com/h"})
-    assert created.status_code == 201, created.get_data(as_text=True)
-    return created.get_json()["id"]
 
 
 def assert_problem(response, status: int, code: str) -> dict:
@@ -144,7 +116,7 @@ def test_a_malformed_callback_url_is_invalid_webhook_url(admin_api):
 
 def test_a_malformed_url_in_the_settings_form_is_said_on_the_page(site):
     browser = site.test_client()
-    token = log_in_with_form(browser, ADMIN)
+    token = log_in(browser, ADMIN)
     page = browser.post(
         "/admin/webhooks",
         data={"csrf_token": token, "url": "http://[zz]/", "description": ""},
@@ -176,7 +148,7 @@ def test_a_good_before_pages_the_delivery_log(admin_api, endpoint_id):
 @pytest.mark.parametrize("before", BAD_IDS)
 def test_a_bad_before_on_the_admin_webhook_pages_shows_the_newest(site, endpoint_id, before):
     browser = site.test_client()
-    log_in(site, browser, ADMIN[0])
+    log_in_without_form(site, browser, ADMIN)
     page = browser.get(f"/admin/webhooks/{endpoint_id}?before={before}")
     assert page.status_code == 200
     partial = browser.get(
@@ -209,7 +181,7 @@ def test_recent_events_take_whole_hours(admin_api):
 )
 def test_bad_filters_on_the_operations_page_are_explained(site, query, message):
     browser = site.test_client()
-    log_in(site, browser, ADMIN[0])
+    log_in_without_form(site, browser, ADMIN)
     page = browser.get(f"/admin/operations?{query}")
     assert page.status_code == 200
     assert message in page.get_data(as_text=True)
@@ -250,7 +222,7 @@ def test_the_first_moment_of_year_one_in_utc_is_a_fine_since(admin_api, endpoint
 
 def test_nul_in_a_form_answer_is_refused_with_a_message_on_the_page(site):
     browser = site.test_client()
-    token = log_in_with_form(browser)
+    token = log_in(browser)
     started = browser.post(
         "/assessments", data={"csrf_token": token, "question_set": "python-basics"}
     )
@@ -267,7 +239,7 @@ def test_nul_in_a_form_answer_is_refused_with_a_message_on_the_page(site):
 @pytest.mark.parametrize("name", ["actor", "action", "entity_type", "entity_id"])
 def test_nul_in_an_audit_page_filter_is_explained_and_ignored(site, actors, name):
     browser = site.test_client()
-    log_in(site, browser, ADMIN[0])
+    log_in_without_form(site, browser, ADMIN)
     page = browser.get(f"/admin/audit?{name}=a%00b")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
@@ -277,7 +249,7 @@ def test_nul_in_an_audit_page_filter_is_explained_and_ignored(site, actors, name
 
 def test_nul_in_a_settings_form_is_a_422_page(site, endpoint_id):
     browser = site.test_client()
-    token = log_in_with_form(browser, ADMIN)
+    token = log_in(browser, ADMIN)
     page = browser.post(
         f"/admin/webhooks/{endpoint_id}",
         data={"csrf_token": token, "url": "https://example.com/h", "description": "a\x00b"},
@@ -357,7 +329,7 @@ def test_the_audit_actor_filter_matches_literally(site, admin_api, actors, actor
     found = admin_api.get("/api/v1/audit", query_string={"actor": actor}).get_json()["entries"]
     assert {e["actor"]["email"] for e in found} == expected
     browser = site.test_client()
-    log_in(site, browser, ADMIN[0])
+    log_in_without_form(site, browser, ADMIN)
     page = browser.get("/admin/audit", query_string={"actor": actor}).get_data(as_text=True)
     shown = {cell.replace("<wbr>", "") for cell in SHOWN_ACTOR.findall(page)}
     assert shown == expected
@@ -369,7 +341,7 @@ def test_the_audit_actor_filter_matches_literally(site, admin_api, actors, actor
 @pytest.mark.parametrize("job_id", ["a%20b", "%00", "%C2%B2", "x:y", "a.b"])
 def test_an_odd_job_id_to_requeue_is_explained_not_a_500(site, job_id):
     browser = site.test_client()
-    token = log_in_with_form(browser, ADMIN)
+    token = log_in(browser, ADMIN)
     answer = browser.post(
         f"/admin/operations/queues/scoring/jobs/{job_id}/requeue",
         data={"csrf_token": token},

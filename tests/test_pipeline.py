@@ -8,32 +8,12 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.openai_server import Reply
+from tests.support import Api, full_answers
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Operation, StageRun
 
 pytestmark = pytest.mark.db
-
-ESSAY = (
-    "Recursion is when a function calls itself to solve a smaller copy of the problem. "
-    "Every recursive function needs a base case, because without it the recursive call never "
-    "stops; each call adds a frame to the call stack and Python enforces a recursion limit. "
-    "For example, walking a nested directory tree is natural with recursion, but summing a long "
-    "list is better done with iteration."
-)
-
-
-def full_answers(assessment: dict) -> list[dict]:
-    """An answer to every question: first option for theoretical, text for the rest."""
-    answers = []
-    for q in assessment["questions"]:
-        if q["type"] == "theoretical":
-            answers.append({"question_id": q["id"], "answer": q["options"][0]["id"]})
-        elif q["type"] == "profile":
-            answers.append({"question_id": q["id"], "answer": "Two years, mostly scripts."})
-        else:
-            answers.append({"question_id": q["id"], "answer": ESSAY})
-    return answers
 
 
 def test_full_flow_scores_to_completed(api, worker, app):
@@ -197,8 +177,6 @@ def test_a_provider_down_for_longer_than_llm_max_wait_gets_offline_scores_with_t
         json={"responses": full_answers(assessment)},
         headers=headers,
     )
-    from tests.conftest import Api
-
     status = Api(serve(app).url, tokens["student"]).wait_finished(assessment["id"])
     assert status["status"] == "completed"
     assert status["degraded"] is True

@@ -5,27 +5,23 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import event, select
 
-from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT
-from tests.test_status import in_progress  # noqa: F401  (fixture)
-from tests.test_views import log_in
+from tests.support import (
+    ADMIN,
+    OTHER_STUDENT,
+    STUDENT,
+    bearer,
+    eventually,
+    get_noting_flask,
+    live_near_cache,
+    log_in,
+    sibling_app,
+)
 from webapp.extensions import db
 from webapp.models import ApiToken, Assessment, AssessmentStatus, Stage, StageRun, User
 from webapp.services import progress, status_cache
 from webapp.services.accounts import revoke_token
 
 pytestmark = pytest.mark.db
-
-
-def sibling_app(app, **config):
-    """Another app on the session's database and Redis (a process of its own), with `config`."""
-    from webapp import create_app
-
-    shared = ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL", "SECRET_KEY")
-    return create_app({**{k: app.config[k] for k in shared}, **config})
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Statements:
@@ -59,7 +55,7 @@ def advance(app, run_id: int, percentage: int) -> None:
         progress.record_progress(db.session.get(StageRun, run_id), percentage)
 
 
-def test_a_repeated_status_poll_runs_no_sql(app, client, tokens, in_progress):  # noqa: F811
+def test_a_repeated_status_poll_runs_no_sql(app, client, tokens, in_progress):
     url = f"/api/v1/assessments/{in_progress}/status"
     first = client.get(url, headers=bearer(tokens["student"]))
     with Statements(app) as statements:
@@ -73,7 +69,7 @@ def test_a_repeated_status_poll_runs_no_sql(app, client, tokens, in_progress):  
     assert again.mimetype == "application/json"
 
 
-def test_a_cached_poll_still_answers_304_to_its_etag(app, client, tokens, in_progress):  # noqa: F811
+def test_a_cached_poll_still_answers_304_to_its_etag(app, client, tokens, in_progress):
     url = f"/api/v1/assessments/{in_progress}/status"
     etag = client.get(url, headers=bearer(tokens["student"])).headers["ETag"]
     with Statements(app) as statements:
@@ -82,7 +78,7 @@ def test_a_cached_poll_still_answers_304_to_its_etag(app, client, tokens, in_pro
     assert cached.headers["ETag"] == etag
 
 
-def test_a_change_shows_in_the_very_next_poll(app, client, tokens, in_progress):  # noqa: F811
+def test_a_change_shows_in_the_very_next_poll(app, client, tokens, in_progress):
     url = f"/api/v1/assessments/{in_progress}/status"
     run_id = gpt_run(app, in_progress)
     for percentage in (60, 70, 80):
@@ -93,7 +89,7 @@ def test_a_change_shows_in_the_very_next_poll(app, client, tokens, in_progress):
         assert gpt["percentage"] == percentage
 
 
-def test_an_entry_built_before_a_change_is_never_served(app, client, tokens, in_progress):  # noqa: F811
+def test_an_entry_built_before_a_change_is_never_served(app, client, tokens, in_progress):
     """The race: a poll reads the database, a worker commits a change, then the poll caches what
     it read. The entry carries the version from before the change, so it is not used."""
     url = f"/api/v1/assessments/{in_progress}/status"
@@ -110,7 +106,7 @@ def test_an_entry_built_before_a_change_is_never_served(app, client, tokens, in_
     assert next(s for s in body["stages"] if s["name"] == "gpt")["percentage"] == 90
 
 
-def test_a_bulk_update_also_invalidates(app, client, tokens, in_progress):  # noqa: F811
+def test_a_bulk_update_also_invalidates(app, client, tokens, in_progress):
     """Submit and rescore flip the status with one UPDATE the ORM doesn't track."""
     url = f"/api/v1/assessments/{in_progress}/status"
     client.get(url, headers=bearer(tokens["student"]))
@@ -121,7 +117,7 @@ def test_a_bulk_update_also_invalidates(app, client, tokens, in_progress):  # no
         assert status_cache.current_version(in_progress) == before + 1
 
 
-def test_someone_elses_token_is_refused_even_with_an_entry(app, client, tokens, in_progress):  # noqa: F811
+def test_someone_elses_token_is_refused_even_with_an_entry(app, client, tokens, in_progress):
     url = f"/api/v1/assessments/{in_progress}/status"
     assert client.get(url, headers=bearer(tokens["student"])).status_code == 200
     refused = client.get(url, headers=bearer(tokens["other"]))
@@ -130,7 +126,7 @@ def test_someone_elses_token_is_refused_even_with_an_entry(app, client, tokens, 
     assert client.get(url, headers=bearer(tokens["admin"])).status_code == 200
 
 
-def test_a_revoked_token_stops_working_at_once(app, client, in_progress):  # noqa: F811
+def test_a_revoked_token_stops_working_at_once(app, client, in_progress):
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == STUDENT[0]))
         row, plain = ApiToken.issue(user, name="to-revoke")
@@ -145,7 +141,7 @@ def test_a_revoked_token_stops_working_at_once(app, client, in_progress):  # noq
     assert client.get(url, headers=bearer(plain)).status_code == 401
 
 
-def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):  # noqa: F811
+def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):
 
     limited = sibling_app(app, RATELIMIT_KEY_PREFIX="test-poll-cache", RATE_LIMIT_POLL="4/minute")
     with limited.app_context():
@@ -167,7 +163,7 @@ def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):  #
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
 
-def test_the_partial_is_cached_for_its_owner_only(app, client, in_progress):  # noqa: F811
+def test_the_partial_is_cached_for_its_owner_only(app, client, in_progress):
     url = f"/assessments/{in_progress}/progress/live"
     htmx = {"HX-Request": "true"}
     log_in(client, STUDENT)
@@ -190,7 +186,7 @@ def test_the_partial_is_cached_for_its_owner_only(app, client, in_progress):  # 
     assert seen.status_code == 200 and statements  # the database path, not the owner's entry
 
 
-def test_a_finished_assessment_stops_polling_from_the_cache(app, client, in_progress):  # noqa: F811
+def test_a_finished_assessment_stops_polling_from_the_cache(app, client, in_progress):
     log_in(client, STUDENT)
     url = f"/assessments/{in_progress}/progress/live"
     assert client.get(url, headers={"HX-Request": "true"}).status_code == 200
@@ -207,7 +203,7 @@ def test_a_finished_assessment_stops_polling_from_the_cache(app, client, in_prog
     assert "Essay scoring failed." in again.get_data(as_text=True)
 
 
-def test_without_redis_polls_take_the_database_path(app, tokens, in_progress):  # noqa: F811
+def test_without_redis_polls_take_the_database_path(app, tokens, in_progress):
     from webapp import create_app
 
     broken = create_app(
@@ -226,21 +222,6 @@ def test_without_redis_polls_take_the_database_path(app, tokens, in_progress):  
 
 
 # --- the in-process layer (webapp/near_cache.py) ------------------------------------------------
-
-
-def live_near_cache(app):
-    """This app's near cache, once its pub/sub subscription is confirmed."""
-    import time
-
-    from webapp.near_cache import near_cache
-
-    near = near_cache(app)
-    near.get("status", 0)  # starts the listener
-    deadline = time.monotonic() + 10
-    while not near._live:
-        assert time.monotonic() < deadline, "the near cache never subscribed"
-        time.sleep(0.01)
-    return near
 
 
 @pytest.fixture()
@@ -265,16 +246,7 @@ def other_process_bump(app, assessment_id: int) -> None:
         status_cache.bump([assessment_id])
 
 
-def eventually(predicate, timeout: float = 5.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
-def test_repeated_polls_are_answered_from_memory(app, client, tokens, in_progress, counted_reads):  # noqa: F811
+def test_repeated_polls_are_answered_from_memory(app, client, tokens, in_progress, counted_reads):
     live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     first = client.get(url, headers=bearer(tokens["student"]))
@@ -285,7 +257,7 @@ def test_repeated_polls_are_answered_from_memory(app, client, tokens, in_progres
     assert len(counted_reads) == reads  # not one more trip to Redis for the answer
 
 
-def test_another_process_change_reaches_this_process(app, client, tokens, in_progress):  # noqa: F811
+def test_another_process_change_reaches_this_process(app, client, tokens, in_progress):
     near = live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     client.get(url, headers=bearer(tokens["student"]))
@@ -295,7 +267,7 @@ def test_another_process_change_reaches_this_process(app, client, tokens, in_pro
     eventually(lambda: near.get("status", in_progress) is None)
 
 
-def test_an_entry_built_across_a_change_is_not_kept(app, in_progress):  # noqa: F811
+def test_an_entry_built_across_a_change_is_not_kept(app, in_progress):
     from webapp.near_cache import Entry
 
     near = live_near_cache(app)
@@ -309,7 +281,7 @@ def test_an_entry_built_across_a_change_is_not_kept(app, in_progress):  # noqa: 
     assert near.get("status", in_progress) is None
 
 
-def test_a_lost_subscription_empties_the_near_cache(app, client, tokens, in_progress):  # noqa: F811
+def test_a_lost_subscription_empties_the_near_cache(app, client, tokens, in_progress):
     from webapp.queues import get_redis
 
     near = live_near_cache(app)
@@ -324,7 +296,7 @@ def test_a_lost_subscription_empties_the_near_cache(app, client, tokens, in_prog
     assert client.get(url, headers=bearer(tokens["student"])).status_code == 200
 
 
-def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):  # noqa: F811
+def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):
     near = live_near_cache(app)
     with app.app_context():
         user = db.session.scalar(select(User).where(User.email == STUDENT[0]))
@@ -345,7 +317,7 @@ def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):
     assert client.get(url, headers=bearer(plain)).status_code == 401
 
 
-def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_progress):  # noqa: F811
+def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_progress):
     from webapp.queues import get_redis
 
     limited = sibling_app(
@@ -363,7 +335,7 @@ def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_prog
 
 
 @pytest.mark.parametrize("limit", [3, 4, 5])
-def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress, limit):  # noqa: F811
+def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress, limit):
 
     limited = sibling_app(
         app,
@@ -377,20 +349,6 @@ def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress
     assert answers == [200] * limit + [429] * (8 - limit)
 
 
-def get_noting_flask(app, client, url: str, **kwargs):
-    """GET through `client`: (the response, whether Flask dispatched a request for it)."""
-    from flask import request_started
-
-    dispatched = []
-
-    def note(sender, **_extra):
-        dispatched.append(sender)
-
-    with request_started.connected_to(note, app):
-        response = client.get(url, **kwargs)
-    return response, bool(dispatched)
-
-
 def assert_same_response(a, b) -> None:
     assert (a.status_code, a.get_data()) == (b.status_code, b.get_data())
     # Every answer carries its own request id (both paths add one: see test_metrics).
@@ -399,7 +357,7 @@ def assert_same_response(a, b) -> None:
     assert a_headers == sorted((k, v) for k, v in b.headers.items() if k != "X-Request-ID")
 
 
-def test_the_wsgi_shortcut_answers_exactly_as_the_app_does(app, client, tokens, in_progress):  # noqa: F811
+def test_the_wsgi_shortcut_answers_exactly_as_the_app_does(app, client, tokens, in_progress):
     """A status poll the near cache can answer is answered before Flask builds a request, with
     the very headers and body the app's own path gives (200 and 304), and nothing else
     (a query string, another token) takes the shortcut."""
@@ -432,7 +390,7 @@ def test_the_wsgi_shortcut_answers_exactly_as_the_app_does(app, client, tokens, 
 def test_the_wsgi_shortcut_serves_the_partial_to_its_owner_exactly_as_the_app_does(
     app,
     client,
-    in_progress,  # noqa: F811
+    in_progress,
 ):
     live_near_cache(app)
     log_in(client, STUDENT)

@@ -10,10 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import STUDENT, LiveServer
-from tests.test_poll_cache import bearer, live_near_cache, sibling_app
-from tests.test_status import in_progress  # noqa: F401  (fixture)
-from tests.test_views import log_in
+from tests.support import STUDENT, LiveServer, bearer, live_near_cache, log_in, sibling_app
 
 pytestmark = pytest.mark.db
 
@@ -28,7 +25,7 @@ def limited(app, limit: str, prefix: str | None = None):
 
 
 @pytest.mark.parametrize("served_from", ["database", "memory"])
-def test_the_partial_past_the_poll_limit_is_429_with_retry_after(app, in_progress, served_from):  # noqa: F811
+def test_the_partial_past_the_poll_limit_is_429_with_retry_after(app, in_progress, served_from):
     site = limited(app, "5/minute")
     if served_from == "memory":
         live_near_cache(site)  # after the first poll, the WSGI shortcut answers from memory
@@ -42,7 +39,7 @@ def test_the_partial_past_the_poll_limit_is_429_with_retry_after(app, in_progres
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
 
 
-def test_the_partial_and_the_status_poll_share_one_bucket(app, tokens, in_progress):  # noqa: F811
+def test_the_partial_and_the_status_poll_share_one_bucket(app, tokens, in_progress):
     site = limited(app, "4/minute")
     live_near_cache(site)
     client = site.test_client()
@@ -60,7 +57,7 @@ def test_the_partial_and_the_status_poll_share_one_bucket(app, tokens, in_progre
     assert [p.status_code for p in polls] == [200, 200, 200, 200, 429, 429]
 
 
-def test_the_progress_page_itself_is_not_a_poll(app, in_progress):  # noqa: F811
+def test_the_progress_page_itself_is_not_a_poll(app, in_progress):
     site = limited(app, "2/minute")
     client = site.test_client()
     log_in(client, STUDENT)
@@ -71,7 +68,7 @@ def test_the_progress_page_itself_is_not_a_poll(app, in_progress):  # noqa: F811
 def test_two_web_processes_polling_together_stop_within_2_percent_of_the_limit(
     app,
     tokens,
-    in_progress,  # noqa: F811
+    in_progress,
 ):
     limit, attempts = 300, 600
     prefix = f"test-two-{uuid.uuid4().hex}"

@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import WEBHOOK_TEST_ENV
-from tests.test_metrics import free_port
-from tests.test_pipeline import full_answers
+from tests.support import WEBHOOK_TEST_ENV, free_port, full_answers
 from webapp.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.db

@@ -9,8 +9,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from tests.test_idempotency import operations_of
-from tests.test_pipeline import full_answers
+from tests.support import full_answers, operations_of
 from webapp.extensions import db
 from webapp.models import Response
 

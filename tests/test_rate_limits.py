@@ -7,6 +7,7 @@ import uuid
 import pytest
 from limits import parse
 
+from tests.support import bearer
 from webapp import create_app
 from webapp.config import Config
 
@@ -33,10 +34,6 @@ def limited_app(app, db_url, redis_url):
         )
 
     return build
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def start(client, token: str) -> int:

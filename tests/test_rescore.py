@@ -8,7 +8,7 @@ import threading
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.test_pipeline import full_answers
+from tests.support import full_answers
 from webapp.extensions import db
 from webapp.models import Assessment, Operation, Question
 

@@ -19,10 +19,16 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ADMIN, STUDENT, WEBHOOK_TEST_ENV, start_worker
-from tests.test_pipeline import full_answers
-from tests.test_views import log_in
-from tests.test_webhooks_delivery import ASSESSMENT_EVENTS, add_endpoint
+from tests.support import (
+    ADMIN,
+    ASSESSMENT_EVENTS,
+    STUDENT,
+    WEBHOOK_TEST_ENV,
+    add_endpoint,
+    full_answers,
+    log_in,
+    start_worker,
+)
 from webapp import create_app, secret_box
 from webapp.config import PROJECT_ROOT, Config
 from webapp.extensions import db

@@ -27,9 +27,15 @@ import redis
 import requests
 from sqlalchemy import func, select
 
-from tests.conftest import WorkerProcess, process_env, start_worker
-from tests.test_faults import explain, stack, wait_for
-from tests.test_pipeline import full_answers
+from tests.support import (
+    WorkerProcess,
+    explain,
+    full_answers,
+    process_env,
+    stack,
+    start_worker,
+    wait_for,
+)
 from webapp.config import PROJECT_ROOT
 from webapp.extensions import db
 from webapp.models import Assessment, Delivery, Operation, WebhookEvent

@@ -7,15 +7,9 @@ from sqlalchemy import event
 
 from webapp.extensions import db
 from webapp.models import (
-    Assessment,
-    AssessmentStatus,
-    Operation,
-    OperationType,
-    QuestionSet,
     Stage,
     StageRun,
     StageStatus,
-    User,
 )
 from webapp.services.progress import overall_progress
 
@@ -70,40 +64,6 @@ def test_overall_progress_is_100_exactly_when_finished():
     )
     everything_done = [run(stage, StageStatus.COMPLETED, 100) for stage in Stage]
     assert overall_progress(everything_done, finished=False) == 99
-
-
-@pytest.fixture()
-def in_progress(app):
-    """An assessment mid-pipeline, written straight to the database (no worker involved)."""
-    with app.app_context():
-        student = db.session.query(User).filter_by(email="student@example.com").one()
-        qs = db.session.query(QuestionSet).filter_by(slug="python-basics").one()
-        assessment = Assessment(
-            user_id=student.id, question_set_id=qs.id, status=AssessmentStatus.PROCESSING
-        )
-        db.session.add(assessment)
-        db.session.flush()
-        operation = Operation(
-            operation_type=OperationType.ASSESSMENT_SCORING,
-            assessment_id=assessment.id,
-            user_id=student.id,
-        )
-        db.session.add(operation)
-        db.session.flush()
-        for stage, status, pct in [
-            (Stage.RULE_SCORE, StageStatus.COMPLETED, 100),
-            (Stage.GPT, StageStatus.IN_PROGRESS, 50),
-            (Stage.RAG, StageStatus.COMPLETED, 100),
-            (Stage.FUSION, StageStatus.QUEUED, 0),
-        ]:
-            db.session.add(
-                StageRun(
-                    operation_id=operation.id, name=stage, status=status, percentage=pct,
-                    job_id=None if stage == Stage.RULE_SCORE else f"stage-x-{stage}",
-                )
-            )  # fmt: skip
-        db.session.commit()
-        return assessment.id
 
 
 def test_status_mid_pipeline(client, tokens, in_progress):

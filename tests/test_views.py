@@ -8,7 +8,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT, redis_db_url
+from tests.support import ADMIN, OTHER_STUDENT, STUDENT, csrf_token, flashes, log_in
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import ApiToken, Assessment, Operation, Stage, User
@@ -17,13 +17,12 @@ from webapp.services.assessments import MAX_ANSWER_LENGTH
 from webapp.views.presentation import inline_code, safe_url
 
 STOP_POLLING = 286
-NO_WORKER_REDIS_DB = 7  # jobs enqueued here wait forever; the tests run stages themselves
 
 
 @pytest.fixture(scope="module")
-def site(app, redis_server):
+def site(app, idle_redis_url):
     """The app on the test database, enqueueing where no worker listens: nothing runs by itself."""
-    url = redis_db_url(redis_server, NO_WORKER_REDIS_DB)
+    url = idle_redis_url  # the tests run stages themselves
     redis.Redis.from_url(url).flushdb()
     yield create_app(
         {
@@ -42,22 +41,6 @@ def browser(site):
     return site.test_client()
 
 
-def csrf_token(client, path: str = "/login") -> str:
-    """The CSRF token a page carries in its meta tag."""
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
-
-
-def log_in(client, account=STUDENT) -> str:
-    """Log in through the form; returns the new session's CSRF token."""
-    token = csrf_token(client)
-    response = client.post(
-        "/login", data={"csrf_token": token, "email": account[0], "password": account[1]}
-    )
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return csrf_token(client, "/account")  # login starts a new session, with a new token
-
-
 def start(client, token: str, slug: str = "python-basics") -> int:
     """Start an assessment through the dashboard form and open it; returns its id."""
     response = client.post("/assessments", data={"csrf_token": token, "question_set": slug})
@@ -74,11 +57,6 @@ def question_ids(site, assessment_id: int) -> dict[str, list[int]]:
         for q in assessment.question_set.questions:
             out.setdefault(q.type, []).append(q.id)
         return out
-
-
-def flashes(response) -> list[str]:
-    """The flash messages a page shows."""
-    return re.findall(r'data-testid="flash">([^<]*)<', response.get_data(as_text=True))
 
 
 def run_scoring(site, assessment_id: int) -> None:

@@ -9,33 +9,13 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.conftest import Api, redis_db_url
-from tests.test_pipeline import full_answers
+from tests.support import Api, bearer, full_answers, submit_through
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import HistoryEvent, Operation, StageRun
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
-
-
-def bearer(tokens, who="student"):
-    return {"Authorization": f"Bearer {tokens[who]}"}
-
-
-def submit_through(app, tokens) -> tuple[dict, dict]:
-    """Create, answer and submit an assessment through `app` (whatever Redis it is bound to)."""
-    client = app.test_client()
-    assessment = client.post(
-        "/api/v1/assessments", json={"question_set": "python-basics"}, headers=bearer(tokens)
-    ).get_json()
-    response = client.post(
-        f"/api/v1/assessments/{assessment['id']}/submit",
-        json={"responses": full_answers(assessment)},
-        headers=bearer(tokens),
-    )
-    assert response.status_code == 202, response.get_json()
-    return assessment, response.get_json()
 
 
 def test_submit_succeeds_while_redis_is_down_and_completes_once_it_is_back(
@@ -63,8 +43,8 @@ def test_submit_succeeds_while_redis_is_down_and_completes_once_it_is_back(
     assert any(e["message"].startswith("Re-enqueued by the watchdog") for e in history)
 
 
-def test_work_lost_with_redis_data_is_re_enqueued(app, db_url, redis_server, tokens, api, worker):
-    lost_url = redis_db_url(redis_server, 7)
+def test_work_lost_with_redis_data_is_re_enqueued(app, db_url, idle_redis_url, tokens, api, worker):
+    lost_url = idle_redis_url
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
     assessment, _ = submit_through(lossy, tokens)
     assert redis.Redis.from_url(lost_url).dbsize() > 0
@@ -99,8 +79,10 @@ def test_reconcile_with_redis_down_reports_it(db_url):
     assert "unreachable" in str(report)
 
 
-def test_work_that_keeps_vanishing_is_given_up_not_looped(app, db_url, redis_server, tokens, serve):
-    lost_url = redis_db_url(redis_server, 6)
+def test_work_that_keeps_vanishing_is_given_up_not_looped(
+    app, db_url, idle_redis_url, tokens, serve
+):
+    lost_url = idle_redis_url
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
     api = Api(serve(lossy).url, tokens["student"])
     assessment, body = submit_through(lossy, tokens)
@@ -130,7 +112,7 @@ def test_a_stalled_question_generation_is_re_enqueued(app, db_url, tokens, api_a
             "operation_type": "question_generation",
             "params": {"topic": "recursion", "question_type": "theoretical"},
         },
-        headers=bearer(tokens, "admin"),
+        headers=bearer(tokens["admin"]),
     )
     assert created.status_code == 202
     operation_id = created.get_json()["id"]
@@ -166,7 +148,7 @@ def test_the_workers_own_watchdog_finishes_work_submitted_while_redis_was_down(
     deadline = time.monotonic() + 40  # the watchdog's grace (10 s) plus the pipeline
     while True:
         status = client.get(
-            f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens)
+            f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens["student"])
         ).get_json()
         if status["status"] == "completed" or time.monotonic() > deadline:
             break
@@ -175,7 +157,7 @@ def test_the_workers_own_watchdog_finishes_work_submitted_while_redis_was_down(
 
 
 def test_a_fusion_left_deferred_after_its_upstream_finished_is_enqueued_again(
-    app, db_url, redis_server, tokens
+    app, db_url, idle_redis_url, tokens
 ):
     """A worker SIGKILLed after its stage committed but before RQ heard the job finished leaves
     fusion deferred on a job that will never finish: the watchdog enqueues fusion again."""
@@ -183,7 +165,7 @@ def test_a_fusion_left_deferred_after_its_upstream_finished_is_enqueued_again(
 
     from webapp.services import pipeline
 
-    url = redis_db_url(redis_server, 8)  # no worker listens here: nothing moves by itself
+    url = idle_redis_url  # no worker listens here: nothing moves by itself
     redis.Redis.from_url(url).flushdb()
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": url})
     assessment, body = submit_through(lossy, tokens)
@@ -206,14 +188,13 @@ def test_a_fusion_left_deferred_after_its_upstream_finished_is_enqueued_again(
         assert Job.fetch(fusion.job_id, connection=connection).get_status() == "queued"
         pipeline.run_stage(fusion.id, fusion.job_id)  # what the worker that takes it does
     status = lossy.test_client().get(
-        f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens)
+        f"/api/v1/assessments/{assessment['id']}/status", headers=bearer(tokens["student"])
     )
     assert status.get_json()["status"] == "completed"
 
 
-def stalled_operation(db_url: str, redis_server: str, tokens):
+def stalled_operation(db_url: str, url: str, tokens):
     """An app on a Redis no worker listens to, and a submitted assessment's stage runs there."""
-    url = redis_db_url(redis_server, 8)
     redis.Redis.from_url(url).flushdb()
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": url})
     assessment, body = submit_through(lossy, tokens)
@@ -237,13 +218,13 @@ def history_of(assessment_id: int) -> list[tuple[str, str, str | None]]:
 
 
 def test_a_stage_a_newer_job_finished_meanwhile_is_not_started_again(
-    app, db_url, redis_server, tokens
+    app, db_url, idle_redis_url, tokens
 ):
     """Two jobs of one stage (the watchdog re-enqueued it): the one that read the stage before
     the other finished it must not start it again (or end the operation a second time)."""
     from webapp.services import pipeline, progress
 
-    lossy, assessment_id, runs = stalled_operation(db_url, redis_server, tokens)
+    lossy, assessment_id, runs = stalled_operation(db_url, idle_redis_url, tokens)
     with lossy.app_context():
         stale = db.session.get(StageRun, runs["gpt"][0])  # read while still queued
         with lossy.app_context():  # another worker, another session
@@ -255,13 +236,13 @@ def test_a_stage_a_newer_job_finished_meanwhile_is_not_started_again(
 
 
 def test_giving_up_on_fusion_just_after_it_finished_changes_nothing(
-    app, db_url, redis_server, tokens
+    app, db_url, idle_redis_url, tokens
 ):
     """The watchdog gives fusion up in the moment a worker completes it: the operation keeps
     its one ending (completed), and no assessment.failed follows the completion."""
     from webapp.services import pipeline
 
-    lossy, assessment_id, runs = stalled_operation(db_url, redis_server, tokens)
+    lossy, assessment_id, runs = stalled_operation(db_url, idle_redis_url, tokens)
     with lossy.app_context():
         stale = db.session.get(StageRun, runs["fusion"][0])
         assert stale.operation.status != "completed"  # what the watchdog saw
@@ -280,11 +261,11 @@ def test_giving_up_on_fusion_just_after_it_finished_changes_nothing(
 
 
 def test_a_job_popped_by_a_worker_that_died_before_starting_it_is_enqueued_again(
-    app, db_url, redis_server, tokens
+    app, db_url, idle_redis_url, tokens
 ):
     """A worker takes a job off the queue (BLPOP) and is killed before it marks it started: the
     job says "queued" but is on no queue. The watchdog enqueues the stage again."""
-    lossy, _, runs = stalled_operation(db_url, redis_server, tokens)
+    lossy, _, runs = stalled_operation(db_url, idle_redis_url, tokens)
     connection = redis.Redis.from_url(lossy.config["REDIS_URL"])
     assert connection.lrem("rq:queue:scoring", 0, runs["gpt"][1]) == 1  # what BLPOP does
     with lossy.app_context():

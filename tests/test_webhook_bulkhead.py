@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.test_webhooks_delivery import add_endpoint, deliveries_of
+from tests.support import add_endpoint, deliveries_of
 from tests.webhook_receiver import Answer
 
 pytestmark = pytest.mark.db

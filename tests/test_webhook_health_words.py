@@ -10,8 +10,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN
-from tests.test_webhooks_pages import log_in
+from tests.support import ADMIN, log_in
 from webapp.extensions import db
 from webapp.models import (
     Attempt,

@@ -13,27 +13,16 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
-from tests.conftest import redis_db_url
-from tests.test_pipeline import full_answers
+from tests.support import (
+    ASSESSMENT_EVENTS,
+    add_endpoint,
+    deliveries_of,
+    full_answers,
+    wait_for_delivery,
+)
 from tests.webhook_receiver import Answer
 
 pytestmark = pytest.mark.db
-
-ASSESSMENT_EVENTS = [
-    "assessment.submitted",
-    "assessment.started",
-    "assessment.progress",
-    "assessment.progress",
-    "assessment.progress",
-    "operation.completed",
-    "assessment.completed",
-]
-
-
-def add_endpoint(client, url: str, **fields) -> dict:
-    response = client.post("/api/v1/webhook-endpoints", json={"url": url, **fields})
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def submit_assessment(client, *, answered: bool = True) -> tuple[dict, dict]:
@@ -46,26 +35,6 @@ def submit_assessment(client, *, answered: bool = True) -> tuple[dict, dict]:
     )
     assert submitted.status_code == 202, submitted.get_json()
     return assessment, submitted.get_json()
-
-
-def wait_for_delivery(client, delivery_id: int, statuses: set[str], timeout: float = 30) -> dict:
-    """Poll the delivery until its status is one of `statuses`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(f"/api/v1/webhook-deliveries/{delivery_id}").get_json()
-        if body["status"] in statuses:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"delivery {delivery_id} still {body['status']}: {body}")
-        time.sleep(0.1)
-
-
-def deliveries_of(client, endpoint_id: int, **filters) -> list[dict]:
-    response = client.get(
-        f"/api/v1/webhook-endpoints/{endpoint_id}/deliveries", query_string=filters
-    )
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()["deliveries"]
 
 
 def test_full_assessment_sends_each_event_once_in_sequence_order(webhook_site, receivers, tokens):
@@ -408,7 +377,7 @@ def test_a_receiver_down_for_its_first_three_attempts_then_up_gets_the_delivery(
 
 
 def test_a_delivery_popped_by_a_worker_that_died_before_starting_it_is_found_lost(
-    webhook_site, receivers, tokens, db_url, redis_server
+    webhook_site, receivers, tokens, db_url, idle_redis_url
 ):
     """A worker takes the delivery's job off the queue (BLPOP) and is killed before it marks it
     started: the job says "queued" but is on no queue, so the watchdog sends it again."""
@@ -420,7 +389,7 @@ def test_a_delivery_popped_by_a_worker_that_died_before_starting_it_is_found_los
     receiver = receivers()
     site = webhook_site()
     endpoint = add_endpoint(site.client(tokens["admin"]), receiver.url)
-    url = redis_db_url(redis_server, 8)  # no worker listens here
+    url = idle_redis_url  # no worker listens here
     redis.Redis.from_url(url).flushdb()
     idle = create_app(
         {

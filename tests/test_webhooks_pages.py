@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.conftest import ADMIN, STUDENT
+from tests.support import ADMIN, STUDENT, csrf_token, log_in
 
 URL = "https://hooks.example.invalid/scoreline"
 
 pytestmark = pytest.mark.db
-
-
-def csrf_token(client, path: str = "/login") -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
-
-
-def log_in(client, account) -> None:
-    response = client.post(
-        "/login",
-        data={"csrf_token": csrf_token(client), "email": account[0], "password": account[1]},
-    )
-    assert response.status_code == 302
 
 
 @pytest.fixture()

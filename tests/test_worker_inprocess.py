@@ -10,7 +10,7 @@ import pytest
 import redis
 from rq import Worker
 
-from tests.test_webhooks_delivery import add_endpoint
+from tests.support import add_endpoint
 from tests.webhook_receiver import Answer
 
 pytestmark = pytest.mark.db

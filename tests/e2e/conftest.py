@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
 
-from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT, LiveServer
 from tests.e2e.accessibility import AxeWatch
+from tests.e2e.support import CSP_REFUSAL
 from tests.openai_server import OpenAICompatibleServer, Reply
+from tests.support import LiveServer
+from webapp import create_app
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-WIDTHS = {1280: 800, 390: 844}
 # The machine may have no outside network; these keep Chromium from calling home.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -30,15 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# A full-page capture draws sticky bars mid-page; in the picture they sit where they belong.
-# Through the CSSOM, which the Content-Security-Policy does not govern: the `<style>` element
-# Playwright's `style=` (and its caret hiding) would inject is refused like any inline style.
-UNSTICK = "bars => bars.forEach(bar => bar.style.setProperty('position', 'static', 'important'))"
-RESTICK = "bars => bars.forEach(bar => bar.style.removeProperty('position'))"
-ACCOUNTS = {"student": STUDENT, "other": OTHER_STUDENT, "admin": ADMIN}
-# How Chromium's console words whatever the policy blocks.
-CSP_REFUSAL = "Content Security Policy"
-
 expect.set_options(timeout=15_000)
 
 
@@ -121,48 +111,6 @@ def page(new_page, live_server) -> Page:
     return new_page(live_server.url)
 
 
-def log_in(page: Page, who: str = "student") -> None:
-    """Log in through the login form, the way a person does."""
-    email, password = ACCOUNTS[who]
-    page.goto("/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("heading", name="Assessments", exact=True)).to_be_visible()
-
-
-def screenshot(page: Page, name: str) -> None:
-    """Save the page at 1280 and 390 px wide into tests/artifacts/screenshots/; neither may
-    scroll sideways."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    original = page.viewport_size
-    page.locator(".sticky-actions").evaluate_all(UNSTICK)
-    for width, height in WIDTHS.items():
-        page.set_viewport_size({"width": width, "height": height})
-        scroll_width = page.evaluate("document.documentElement.scrollWidth")
-        assert scroll_width <= width, f"{name} scrolls sideways at {width}px ({scroll_width}px)"
-        # Scan at this width too; not awaited (the scan reports itself), so a test that watches
-        # live progress right after a screenshot starts watching at once.
-        page.evaluate("() => { window.__axeScanNow && window.__axeScanNow(); }")
-        page.screenshot(
-            path=SCREENSHOTS / f"{name}-{width}.png",
-            full_page=True,
-            animations="disabled",
-            caret="initial",
-        )
-    page.locator(".sticky-actions").evaluate_all(RESTICK)
-    page.set_viewport_size(original)
-
-
-def progress_values(page: Page) -> dict[str, int]:
-    """Every progress bar's aria-valuenow, read in one go (a poll may swap them any moment)."""
-    return page.evaluate(
-        """() => Object.fromEntries(
-            [...document.querySelectorAll('[role=progressbar][data-testid]')]
-              .map(bar => [bar.dataset.testid, Number(bar.getAttribute('aria-valuenow'))]))"""
-    )
-
-
 @pytest.fixture()
 def scoring_site(app, db_url, worker_factory) -> Iterator[Callable[[Reply], str]]:
     """A site whose worker scores essays with an OpenAI-compatible server giving `reply`
@@ -172,8 +120,6 @@ def scoring_site(app, db_url, worker_factory) -> Iterator[Callable[[Reply], str]
     That worker listens on its own Redis database, so the site the browser uses is a second
     app on the same database that enqueues there. Returns the site's base URL.
     """
-    from webapp import create_app
-
     servers: list[LiveServer] = []
     fakes: list[OpenAICompatibleServer] = []
 
@@ -203,24 +149,3 @@ def scoring_site(app, db_url, worker_factory) -> Iterator[Callable[[Reply], str]
         server.stop()
     for fake in fakes:
         fake.stop()
-
-
-def watch_until_finished(page: Page, worker=None, timeout: float = 45) -> list[dict[str, int]]:
-    """Sample every bar's value until the result link shows; returns the samples in order."""
-    samples = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        samples.append(progress_values(page))
-        if page.get_by_test_id("result-link").is_visible():
-            samples.append(progress_values(page))
-            return samples
-        page.wait_for_timeout(150)
-    log = worker.log()[-3000:] if worker else ""
-    raise AssertionError(f"not finished in {timeout}s; last values {samples[-1:]}\n{log}")
-
-
-def assert_never_decreasing(samples: list[dict[str, int]]) -> None:
-    """No bar ever moves backwards."""
-    for name in samples[0]:
-        values = [sample[name] for sample in samples]
-        assert values == sorted(values), f"{name} went down: {values}"

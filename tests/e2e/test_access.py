@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import log_in, screenshot
+from tests.e2e.support import log_in, screenshot
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,8 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import screenshot
-from tests.e2e.test_webhook_settings import log_in_as_admin
-from tests.test_admin_operations import add_assessment, failing_remove
+from tests.e2e.support import log_in, screenshot
+from tests.support import add_assessment, failing_remove
 from webapp.models import AssessmentStatus
 from webapp.models.base import utcnow
 
@@ -29,7 +28,7 @@ def test_admin_reads_the_operations_overview(app, page, worker, tmp_path):
     add_assessment(app, AssessmentStatus.DRAFT)
     job = failing_remove(app, tmp_path / "missing")
 
-    log_in_as_admin(page)
+    log_in(page, "admin")
     page.get_by_role("link", name="Admin", exact=True).click()
     page.get_by_role("navigation", name="Admin").get_by_role("link", name="Operations").click()
     expect(page.get_by_role("heading", name="Operations", exact=True)).to_be_visible()

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from tests.e2e.conftest import log_in
+from tests.e2e.support import log_in
 from webapp.extensions import db
 from webapp.models import AuditEntry
 

@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import screenshot
-from tests.test_auth_password import account  # noqa: F401  (fixture)
+from tests.e2e.support import screenshot
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +22,7 @@ def fill_login(page: Page, email: str, password: str) -> None:
 @pytest.mark.parametrize(
     "raw_next", ["%2F%09%2Fevil.example", "/%0A/evil.example", "/%5Cevil.example", "//evil.example"]
 )
-def test_a_hostile_next_lands_on_the_dashboard(page, live_server, account, raw_next):  # noqa: F811
+def test_a_hostile_next_lands_on_the_dashboard(page, live_server, account, raw_next):
     page.goto(f"/login?next={raw_next}")
     fill_login(page, *account)
     expect(page.get_by_role("heading", name="Assessments", exact=True)).to_be_visible()
@@ -35,7 +34,7 @@ def test_a_hostile_next_lands_on_the_dashboard(page, live_server, account, raw_n
     )
 
 
-def test_changing_the_password_logs_other_browsers_out(page, new_page, live_server, account):  # noqa: F811
+def test_changing_the_password_logs_other_browsers_out(page, new_page, live_server, account):
     email, password = account
     elsewhere = new_page(live_server.url)
     for browser_page in (page, elsewhere):

@@ -7,8 +7,13 @@ import dataclasses
 import pytest
 from playwright.sync_api import ConsoleMessage, Page
 
-from tests.e2e.conftest import CSP_REFUSAL, log_in, watch_until_finished
-from tests.e2e.test_progress import SLOW_ESSAY_SECONDS, start_and_submit
+from tests.e2e.support import (
+    CSP_REFUSAL,
+    SLOW_ESSAY_SECONDS,
+    log_in,
+    start_and_submit,
+    watch_until_finished,
+)
 from tests.openai_server import rubric_reply
 
 pytestmark = pytest.mark.e2e

@@ -6,30 +6,22 @@ import dataclasses
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.e2e.conftest import assert_never_decreasing, log_in, screenshot, watch_until_finished
+from tests.e2e.support import (
+    SLOW_ESSAY_SECONDS,
+    assert_never_decreasing,
+    log_in,
+    screenshot,
+    start_and_submit,
+    watch_until_finished,
+)
 from tests.openai_server import Reply, rubric_reply
 
 pytestmark = pytest.mark.e2e
 
-# Essays are scored side by side; the first answer comes quickly and the second after this
-# long, so a 2 s poll sees the gpt stage part-way (50%).
-SLOW_ESSAY_SECONDS = 6.0
 # Before and after a worker picks the job up.
 IN_FLIGHT_WORDS = re.compile("Waiting to be scored|Being scored")
-
-
-def start_and_submit(page: Page, essays: tuple[str, ...]) -> int:
-    """Start python-basics, answer its essays only, submit; returns the assessment id."""
-    page.get_by_test_id("start-python-basics").click()
-    page.get_by_label("Explain how recursion works").fill(essays[0])
-    if len(essays) > 1:
-        page.get_by_label("Describe how classes and instances work").fill(essays[1])
-    page.get_by_role("button", name="Review and submit").click()
-    page.get_by_role("button", name="Submit for scoring").click()
-    expect(page.get_by_test_id("overall-progress")).to_be_visible()
-    return int(page.url.rstrip("/").split("/")[-2])
 
 
 def test_bars_rise_step_by_step_and_the_dashboard_follows(new_page, scoring_site):

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import assert_never_decreasing, log_in, screenshot, watch_until_finished
+from tests.e2e.support import assert_never_decreasing, log_in, screenshot, watch_until_finished
 
 pytestmark = pytest.mark.e2e
 

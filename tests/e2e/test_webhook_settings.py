@@ -7,8 +7,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from standardwebhooks import Webhook
 
-from tests.conftest import ADMIN, LiveServer
-from tests.e2e.conftest import screenshot
+from tests.e2e.support import log_in, screenshot
+from tests.support import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -20,14 +20,6 @@ def settings_site(webhook_site):
     server = LiveServer(site.app)
     yield server.url
     server.stop()
-
-
-def log_in_as_admin(page: Page) -> None:
-    page.goto("/login")
-    page.get_by_label("Email").fill(ADMIN[0])
-    page.get_by_label("Password").fill(ADMIN[1])
-    page.get_by_role("button", name="Log in").click()
-    expect(page).not_to_have_url("**/login**")
 
 
 def revealed_secret(page: Page) -> str:
@@ -42,7 +34,7 @@ def revealed_secret(page: Page) -> str:
 def test_admin_adds_tests_redelivers_and_rotates(new_page, settings_site, receivers):
     receiver = receivers()
     page = new_page(settings_site)
-    log_in_as_admin(page)
+    log_in(page, "admin")
 
     page.goto("/admin/webhooks")
     expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
@@ -102,7 +94,7 @@ def test_admin_adds_tests_redelivers_and_rotates(new_page, settings_site, receiv
 def test_a_disabled_endpoint_shows_a_banner_with_its_reason(new_page, settings_site, receivers):
     receiver = receivers()
     page = new_page(settings_site)
-    log_in_as_admin(page)
+    log_in(page, "admin")
     page.goto("/admin/webhooks")
     page.get_by_label("Endpoint URL").fill(receiver.url)
     page.get_by_role("button", name="Add endpoint").click()
@@ -123,7 +115,7 @@ def test_a_disabled_endpoint_shows_a_banner_with_its_reason(new_page, settings_s
 
 def test_a_forbidden_url_is_refused_with_the_reason_in_the_form(new_page, live_server):
     page = new_page(live_server.url)  # the session's site: no allow-list
-    log_in_as_admin(page)
+    log_in(page, "admin")
     page.goto("/admin/webhooks")
     page.get_by_label("Endpoint URL").fill("http://169.254.169.254/latest/meta-data/")
     page.get_by_role("button", name="Add endpoint").click()
@@ -139,7 +131,7 @@ def test_destructive_actions_ask_first_and_cancel_changes_nothing(
 ):
     receiver = receivers()
     page = new_page(settings_site)
-    log_in_as_admin(page)
+    log_in(page, "admin")
     page.goto("/admin/webhooks")
     page.get_by_label("Endpoint URL").fill(receiver.url)
     page.get_by_role("button", name="Add endpoint").click()
