@@ -125,7 +125,8 @@ def redis_databases(redis_server) -> list[str]:
     except redis.ResponseError as exc:  # "DB index is out of range"
         pytest.fail(
             f"The tests use Redis databases {first} to {first + len(urls) - 1} of "
-            f"{redis_server}; that server has fewer ({exc}). Pick a lower number.",
+            f"{redis_server}; that server has fewer ({exc}). With Redis's default 16, pick a "
+            f"number up to {16 - len(urls)}.",
             pytrace=False,
         )
     return urls

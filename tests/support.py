@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import requests
@@ -115,9 +115,10 @@ def free_port() -> int:
 def redis_db_url(base: str, number: int) -> str:
     """The same server, another logical database: isolates queues between worker setups."""
     parts = urlsplit(base)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "db"]
     if parts.scheme == "unix":
-        return f"unix://{parts.path}?db={number}"
-    return urlunsplit(parts._replace(path=f"/{number}"))
+        return f"unix://{parts.path}?{urlencode([*query, ('db', number)])}"
+    return urlunsplit(parts._replace(path=f"/{number}", query=urlencode(query)))
 
 
 def app_on(app, redis_url: str, **config):
