@@ -13,6 +13,7 @@ from tests.support import Api, bearer, full_answers, submit_through
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import HistoryEvent, Operation, StageRun
+from webapp.models.base import utcnow
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
@@ -100,6 +101,24 @@ def test_work_that_keeps_vanishing_is_given_up_not_looped(
     assert all(e.startswith("Gave up after 3 restarts") for e in errors.values())
     operation = api.get(f"/operations/{body['operation']['id']}").json()
     assert operation["status"] == "failed" and operation["error_message"]
+
+
+def test_pruning_history_keeps_the_count_of_restarts(app, db_url, redis_server, tokens):
+    """The watchdog counts its repairs in the stage run, not in history: history that is
+    pruned between passes (age, or the 100-event cap) does not reset the limit."""
+    from webapp.services.retention import expire_history
+
+    lost_url = redis_db_url(redis_server, 6)
+    lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
+    submit_through(lossy, tokens)
+    with lossy.app_context():
+        for _ in range(3):
+            redis.Redis.from_url(lost_url).flushdb()
+            assert reconcile(grace=timedelta(0)).repairs[0].stages == ["gpt", "rag", "fusion"]
+            assert expire_history(utcnow() + timedelta(seconds=1)) > 0  # every event goes
+        redis.Redis.from_url(lost_url).flushdb()
+        final = reconcile(grace=timedelta(0))
+    assert final.repairs[0].stages == [], "the count was reset with the history"
 
 
 def test_a_stalled_question_generation_is_re_enqueued(app, db_url, tokens, api_as, worker):

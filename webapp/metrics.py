@@ -193,7 +193,7 @@ def webhook_delivered(event_type: str, seconds: float) -> None:
 
 
 def watchdog_repair(kind: str, count: int = 1) -> None:
-    """The watchdog re-enqueued `count` of `kind` (stage, delivery, ready_job, generation) or
+    """The watchdog re-enqueued `count` of `kind` (stage, delivery, generation) or
     gave up on a stage (gave_up)."""
     if _defined and count:
         watchdog_repairs.labels(kind).inc(count)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp.extensions import db
 from webapp.models import WebhookEndpoint
 from webapp.queues import get_redis
-from webapp.services import operations_overview
+from webapp.services import queue_status
 from webapp.services.llm.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class DeploymentState(Collector):
 
     def _queues_and_workers(self, up: GaugeMetricFamily):
         try:
-            queues = operations_overview.queue_stats()
-            workers = operations_overview.workers()
+            queues = queue_status.queue_stats()
+            workers = queue_status.workers()
         except redis.RedisError as exc:
             log.warning("metrics: Redis unreachable at scrape: %s", exc)
             up.add_metric(["redis"], 0)

@@ -20,6 +20,8 @@ DEFAULT_QUEUE = "default"
 POP_TO_START = 1.0
 # Every queue the app enqueues on; `python -m worker` listens on all of them, in this order.
 QUEUE_NAMES: tuple[str, ...] = (SCORING_QUEUE, WEBHOOKS_QUEUE, DEFAULT_QUEUE)
+# Job states from which a job will still run (or is running) by itself.
+ALIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED})
 
 
 class EmbeddedRedisError(RuntimeError):

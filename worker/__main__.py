@@ -6,26 +6,29 @@ Everything a job needs that is the same for every job (imports, SQLAlchemy's map
 knowledge index) is made here too, once, before the first fork: a horse that had to redo it would
 spend most of its life on it.
 
-Each worker also runs RQ's cron scheduler in a thread, which enqueues the periodic prune and
-the watchdog (a Redis lock makes one worker do each per interval).
+Each worker also runs RQ's cron scheduler in a child process, which enqueues the periodic prune
+and the watchdog (`worker.jobs`: a Redis lock makes one worker do each per interval).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from flask import Flask
 from rq import Queue, Worker, worker_registration
 from rq.cron import CronScheduler
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.worker import WorkerStatus
 from sqlalchemy.orm import configure_mappers
@@ -36,8 +39,9 @@ from webapp.extensions import db
 from webapp.log_format import configure_logging
 from webapp.metrics_server import serve_worker_metrics
 from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, WEBHOOKS_QUEUE, get_redis, redis_url
-from webapp.services.retention import scheduled_prune
-from webapp.services.watchdog import scheduled_reconcile
+from webapp.scoring.retrieval import default_knowledge_base
+from webapp.services.llm import batch
+from worker import jobs
 
 log = logging.getLogger("worker")
 
@@ -63,26 +67,17 @@ def main(argv: list[str] | None = None) -> None:
     # A forked work horse must not share the parent's database sockets.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
     warm_up(app)
-    stop = threading.Event()
-    if not args.burst:
-        start_cron(app, stop)
+    cron = None if args.burst else start_cron(app)
     server = serve_worker_metrics(app, metrics_dir)
     try:
         work_until_stopped(app, burst=args.burst, name=args.name)
     finally:
-        stop.set()
+        if cron is not None:
+            cron.terminate()  # SIGTERM: CronScheduler.start() registers its death and returns
+            cron.join(timeout=5)
         if server is not None:
             server.shutdown()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-# Modules the jobs import lazily (worker.jobs keeps its imports inside the functions).
-JOB_MODULES = (
-    "worker.jobs",
-    "webapp.services.pipeline",
-    "webapp.services.generation",
-    "webapp.services.webhooks.delivery",
-)
 
 
 def warm_up(app: Flask) -> None:
@@ -94,14 +89,10 @@ def warm_up(app: Flask) -> None:
     the horses inherit them. `gc.freeze()` then moves all of it out of the collector's sight, so
     a horse's garbage collections don't write to (and copy) every inherited page.
     """
-    from webapp.scoring.retrieval import default_knowledge_base
-
-    for name in JOB_MODULES:
-        importlib.import_module(name)
     configure_mappers()
     default_knowledge_base()
     if app.config.get("OPENAI_API_KEY"):
-        importlib.import_module("openai")
+        import openai  # noqa: F401  (only with a key: 0.7 s and 30 MB the offline scorer never needs)
     gc.collect()
     gc.freeze()
 
@@ -112,8 +103,8 @@ STAGE_JOBS = frozenset({"worker.jobs.run_stage"})
 
 
 class ScorelineWorker(Worker):
-    """RQ's forking Worker, except for the scoring and webhook jobs, and listening for
-    SIGTERM/SIGINT from before it registers in Redis.
+    """RQ's forking Worker, except that short jobs run in this process, and that it enqueues
+    dependents RQ left "ready" after every job (see drain_ready).
 
     Jobs run in a forked work horse, as RQ does by default, except two kinds that run in this
     process, because a fork (with the reconnects and cold caches a horse starts with) costs
@@ -121,67 +112,37 @@ class ScorelineWorker(Worker):
     a fork costs about 20 ms against 1) and scoring stages (the offline scorer, retrieval and the
     report: milliseconds of local work, against about 50 ms in a fresh horse; with an OpenAI key
     a gpt job is a batch whose calls wait in a thread pool here, see webapp.services.llm.batch).
-    They keep RQ's own job timeout (SIGALRM) and a thread keeps the heartbeats going while one
-    runs. Anything else forks.
+    They run as RQ's SimpleWorker runs every job, keeping RQ's job timeout (SIGALRM), while a
+    thread keeps the heartbeats going. Anything else forks.
 
-    RQ installs its handlers only after registering and starting its scheduler, so a SIGTERM
-    sent as soon as the worker shows up in Redis (as a supervisor or a test may do) used to kill
-    it outright. Here the handlers go in first; a stop asked for before the work loop runs is
-    remembered, and the loop ends at once (warm shutdown, exit 0).
+    Only RQ's public hooks are overridden: execute_job, handle_warm_shutdown_request, heartbeat.
     """
 
     in_process_queues = frozenset({WEBHOOKS_QUEUE})
-    # Set per worker (work_until_stopped): the functions run here rather than in a horse.
+    # Set per worker (make_worker): the functions run here rather than in a horse.
     in_process_functions: frozenset[str] = frozenset()
+    # Set when SIGTERM/SIGINT asked for a warm shutdown (RQ keeps its own flag private).
+    asked_to_stop = False
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run the job (here or in a horse) with its enqueuer's log fields bound."""
         try:
             # Log lines of the job (in this process or the horse forked from here) carry the
             # ids its enqueuer bound: request, assessment, operation; and the job's own id.
-            here = job.func_name in self.in_process_functions
             with correlation.job_scope(job):
-                if queue.name in self.in_process_queues or here:
-                    self._execute_here(job, queue)
+                if self.runs_here(job, queue):
+                    self.execute_job_here(job, queue)
                 else:
                     super().execute_job(job, queue)
         finally:
             self.drain_ready()
 
-    def handle_warm_shutdown_request(self) -> None:
-        """A gpt batch running here stops gathering and hands its work on (RQ's hook for a
-        warm shutdown, called on SIGTERM/SIGINT)."""
-        from webapp.services.llm.batch import STOP
+    def runs_here(self, job: Job, queue: Queue) -> bool:
+        """True for the jobs run in this process rather than a forked horse."""
+        return queue.name in self.in_process_queues or job.func_name in self.in_process_functions
 
-        STOP.set()
-        super().handle_warm_shutdown_request()
-
-    def drain_ready(self, attempts: int = 3) -> int:
-        """Enqueue dependents RQ moved to "ready" but did not get onto their queue.
-
-        When two jobs finish at once (gpt and rag on two workers, say), RQ's optimistic enqueue
-        of a ready dependent (fusion) can lose its WATCH race and leave it in the queue's
-        ReadyJobRegistry for the next maintenance pass, ten minutes later. After every job this
-        worker checks those registries (one round trip) and enqueues what it finds, trying again
-        briefly when another worker is busy with the same registry. Returns how many it enqueued.
-        """
-        enqueued = 0
-        try:
-            for attempt in range(attempts):
-                with self.connection.pipeline(transaction=False) as pipe:
-                    for queue in self.queues:
-                        pipe.zcard(queue.ready_job_registry.key)
-                    waiting = [q for q, n in zip(self.queues, pipe.execute(), strict=True) if n]
-                if not waiting:
-                    break
-                for queue in waiting:
-                    enqueued += len(queue.ready_job_registry.cleanup())
-                time.sleep(0.01 * (attempt + 1))
-        except redis.RedisError:
-            log.warning("worker: could not check for ready dependents (Redis unreachable)")
-        return enqueued
-
-    def _execute_here(self, job: Job, queue: Queue) -> None:
-        self._horse_pid = 0  # no horse: a cold shutdown must not signal an old one's pid
+    def execute_job_here(self, job: Job, queue: Queue) -> None:
+        """SimpleWorker.execute_job, with the forking worker's heartbeats kept up from a thread."""
         execution = self.prepare_execution(job)
         done = threading.Event()
         beat = threading.Thread(
@@ -203,7 +164,40 @@ class ScorelineWorker(Worker):
             except redis.RedisError:
                 log.warning("worker: heartbeat failed (Redis unreachable)")
 
-    _looping = False
+    def handle_warm_shutdown_request(self) -> None:
+        """RQ's hook for a warm shutdown (SIGTERM/SIGINT): note it, and make a gpt batch running
+        here stop gathering and hand its work on."""
+        self.asked_to_stop = True
+        batch.STOP.set()
+        super().handle_warm_shutdown_request()
+
+    def drain_ready(self, attempts: int = 3) -> int:
+        """Enqueue dependents RQ moved to "ready" but did not get onto their queue.
+
+        RQ's workaround-worthy bug (tests/test_ready_dependents.py reproduces it): the
+        ReadyJobRegistry enqueues a ready dependent under a WATCH of the whole registry, and
+        skips it when any other job enters or leaves that registry meanwhile, leaving it for the
+        maintenance pass up to ten minutes later. Two jobs finishing at once (gpt and rag on two
+        workers) do exactly that to fusion. So after every job this worker checks the registries
+        (one round trip) and enqueues what it finds, trying again briefly while another worker
+        is busy with the same registry. Returns how many it enqueued.
+        """
+        enqueued = 0
+        try:
+            for attempt in range(attempts):
+                with self.connection.pipeline(transaction=False) as pipe:
+                    for queue in self.queues:
+                        pipe.zcard(queue.ready_job_registry.key)
+                    waiting = [q for q, n in zip(self.queues, pipe.execute(), strict=True) if n]
+                if not waiting:
+                    break
+                for queue in waiting:
+                    enqueued += len(queue.ready_job_registry.cleanup())
+                time.sleep(0.01 * (attempt + 1))
+        except redis.RedisError:
+            log.warning("worker: could not check for ready dependents (Redis unreachable)")
+        return enqueued
+
     _registration_checked = 0.0
 
     def heartbeat(self, timeout: int | None = None, pipeline=None) -> None:
@@ -230,25 +224,6 @@ class ScorelineWorker(Worker):
         except redis.RedisError:
             return  # Redis is still away: the next heartbeat tries again
         log.warning("worker: its registration was gone (Redis restarted?); registered again")
-
-    def bootstrap(self, *args, **kwargs) -> None:
-        """Install the signal handlers, then register as RQ does."""
-        Worker._install_signal_handlers(self)
-        super().bootstrap(*args, **kwargs)
-
-    def _install_signal_handlers(self) -> None:
-        """Called by work() right before its loop: from now on RQ's own stop logic applies."""
-        if self._stop_requested:
-            return  # asked to stop during startup: keep the force-stop handlers RQ set
-        super()._install_signal_handlers()
-        self._looping = True
-
-    def _shutdown(self) -> None:
-        """Before the loop, note the request (the loop checks it first) instead of raising."""
-        if self._looping:
-            super()._shutdown()
-        else:
-            self._stop_requested = True
 
 
 def make_worker(app: Flask, name: str | None = None) -> ScorelineWorker:
@@ -278,70 +253,86 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
             continue
+        # RQ installs these handlers only once it has registered and started its scheduler, so
+        # a SIGTERM sent as soon as the worker shows up in Redis (as a supervisor or a test may
+        # do) would kill it outright. The same handler, from now on: a stop asked for during
+        # startup raises StopRequested out of work() (warm shutdown, exit 0).
+        signal.signal(signal.SIGTERM, worker.request_stop)
+        signal.signal(signal.SIGINT, worker.request_stop)
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+        except StopRequested:
+            _quietly(worker.teardown)
         except redis.ConnectionError:
             log.warning("worker: Redis connection lost", exc_info=True)
-        # RQ records every SIGTERM/SIGINT here, busy or idle (`_stop_requested` only when busy).
-        if burst or worker._shutdown_requested_date is not None:
+        if burst or worker.asked_to_stop:
             return
         log.warning("worker: stopped without being asked to (Redis gone?); again in %.0f s", delay)
         time.sleep(delay)
         delay = min(delay * 2, 30.0)
 
 
-def start_cron(app: Flask, stop: threading.Event) -> threading.Thread:
-    """RQ's cron scheduler in a daemon thread: prune every PRUNE_INTERVAL s, watchdog every
-    WATCHDOG_INTERVAL s (0 turns either off).
+def _quietly(action: Callable[[], object]) -> None:
+    """Run a goodbye to Redis that may fail (Redis gone): the process exits either way."""
+    try:
+        action()
+    except redis.RedisError:
+        log.warning("worker: could not unregister (Redis unreachable)")
 
-    A thread rather than `rq cron`'s own process, so `python -m worker` stays the one command to
-    run. It has its own Redis client: a forked work horse never inherits a pool in use here.
+
+# Each cron job: the function, the setting holding its interval, and its RQ job options.
+CRON_JOBS = (
+    (jobs.scheduled_prune, "PRUNE_INTERVAL", {"job_timeout": 600, "result_ttl": 3600}),
+    (jobs.scheduled_reconcile, "WATCHDOG_INTERVAL", {"job_timeout": 300, "result_ttl": 600}),
+)
+
+
+def start_cron(app: Flask) -> multiprocessing.Process | None:
+    """RQ's cron scheduler in a child process: prune every PRUNE_INTERVAL s, watchdog every
+    WATCHDOG_INTERVAL s (0 turns either off, and both off starts nothing).
+
+    A child of this process (as RQ's own scheduler is) rather than `rq cron` beside it, so
+    `python -m worker` stays the one command to run; it stops with the worker.
     """
-    connection = redis.Redis.from_url(redis_url(app), socket_connect_timeout=2, socket_timeout=10)
+    schedule = [
+        (func, app.config[setting], options)
+        for func, setting, options in CRON_JOBS
+        if app.config[setting] > 0
+    ]
+    if not schedule:
+        return None
+    process = multiprocessing.get_context("fork").Process(
+        target=run_cron, args=(redis_url(app), schedule, os.getpid()), name="rq-cron", daemon=True
+    )
+    process.start()
+    return process
+
+
+def run_cron(url: str, schedule: list, parent: int) -> None:
+    """The cron child: CronScheduler.start(), started again after Redis went away, until SIGTERM
+    or SIGINT (or the worker that started it is gone)."""
+    connection = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
     scheduler = CronScheduler(connection=connection)
-    # An interval of 0 turns that job off (run `flask prune` / `flask reconcile` some other way).
-    if app.config["PRUNE_INTERVAL"] > 0:
-        scheduler.register(
-            scheduled_prune,
-            queue_name=DEFAULT_QUEUE,
-            interval=app.config["PRUNE_INTERVAL"],
-            job_timeout=600,
-            result_ttl=3600,
-        )
-    if app.config["WATCHDOG_INTERVAL"] > 0:
-        scheduler.register(
-            scheduled_reconcile,
-            queue_name=DEFAULT_QUEUE,
-            interval=app.config["WATCHDOG_INTERVAL"],
-            job_timeout=300,
-            result_ttl=600,
-        )
-    thread = threading.Thread(target=_run_cron, args=(scheduler, stop), name="rq-cron", daemon=True)
-    thread.start()
-    return thread
+    for func, interval, options in schedule:
+        scheduler.register(func, queue_name=DEFAULT_QUEUE, interval=interval, **options)
+    threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
+    while True:
+        try:
+            scheduler.start()  # returns once a signal stopped it
+            return
+        except redis.RedisError:
+            log.warning("cron: Redis unreachable; starting again in 5 s", exc_info=True)
+        try:
+            time.sleep(5)
+        except StopRequested:  # CronScheduler's signal handler, still installed
+            return
 
 
-def _run_cron(scheduler: CronScheduler, stop: threading.Event) -> None:
-    """CronScheduler.start(), minus its signal handlers (only the main thread may set those)."""
-    born = False
-    while not stop.is_set():
-        try:
-            if not born:
-                scheduler.register_birth()
-                born = True
-            if scheduler.enqueue_jobs():
-                scheduler.save()
-            scheduler.heartbeat()
-            pause = scheduler.calculate_sleep_interval()
-        except redis.RedisError:
-            log.warning("cron: Redis unreachable; trying again in 5 s", exc_info=True)
-            pause = 5
-        stop.wait(max(pause, 0.5))
-    if born:
-        try:
-            scheduler.register_death()
-        except redis.RedisError:
-            log.warning("cron: could not unregister (Redis unreachable)")
+def _stop_when_orphaned(parent: int) -> None:
+    """Stop the cron child once its worker died without saying so (SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":

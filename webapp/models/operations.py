@@ -96,6 +96,9 @@ class Operation(db.Model):
     error_message: Mapped[str | None] = mapped_column(Text)
     # The highest `assessment.progress` milestone already announced (each is sent at most once).
     progress_milestone: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # How often the watchdog has enqueued this operation again (question generations; a scoring
+    # operation's repairs are counted per stage run).
+    repairs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -130,6 +133,8 @@ class StageRun(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict | None] = mapped_column(JSON)
+    # How often the watchdog has enqueued this stage again; at MAX_REPAIRS it gives up instead.
+    repairs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     operation: Mapped[Operation] = relationship(back_populates="stage_runs")

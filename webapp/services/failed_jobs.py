@@ -1,4 +1,4 @@
-"""What a failed RQ job was for, and the remedy that really mends its work.
+"""Failed RQ jobs: the newest of them, what each was for, and the remedy that really mends its work.
 
 Requeueing a job "as it was" heals nothing here: every job is idempotent and keyed to the database
 (a stage that already failed, a delivery whose retry has a newer job id, a finished generation are
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from webapp.extensions import db
 from webapp.models import Assessment, StageRun, User
+from webapp.models.base import as_utc
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis
 from webapp.services.generation import GENERATION_JOB
 from webapp.services.pipeline import STAGE_JOB
@@ -45,6 +47,9 @@ class Purpose:
     stage: str | None = None
     operation_id: int | None = None
     delivery_ids: list[int] = field(default_factory=list)
+
+
+FAILED_JOB_LIMIT = 50
 
 
 class UnknownQueue(ValueError):
@@ -97,6 +102,59 @@ def _stage_purpose(stage_run_id: int) -> Purpose:
     return found
 
 
+@dataclass
+class FailedJob:
+    """A job in a queue's failed registry."""
+
+    id: str
+    queue: str
+    description: str
+    failed_at: datetime | None
+    error: str
+    traceback: str = ""
+    purpose: Purpose | None = None
+
+
+def newest(limit: int = FAILED_JOB_LIMIT) -> list[FailedJob]:
+    """The newest failed jobs across every queue (raises RedisError)."""
+    connection = get_redis()
+    ids_by_queue = {
+        name: failed_registry(name).get_job_ids(0, limit - 1, desc=True) for name in QUEUE_NAMES
+    }
+    pairs = [(name, job_id) for name, ids in ids_by_queue.items() for job_id in ids]
+    jobs = Job.fetch_many([job_id for _, job_id in pairs], connection=connection)
+    out = []
+    for (name, job_id), job in zip(pairs, jobs, strict=True):
+        if job is None:  # expired between the two reads
+            continue
+        out.append(
+            FailedJob(
+                id=job_id,
+                queue=name,
+                description=job.description or job.func_name or "",
+                failed_at=as_utc(job.ended_at) if job.ended_at else None,
+                error=_last_line(_traceback(job)),
+                traceback=_traceback(job),
+                purpose=purpose_of(job),
+            )
+        )
+    never = datetime.min.replace(tzinfo=UTC)
+    out.sort(key=lambda j: j.failed_at or never, reverse=True)
+    return out[:limit]
+
+
+def _traceback(job: Job) -> str:
+    """The job's traceback as RQ stored it (empty when it kept none)."""
+    result = job.latest_result()
+    return ((result.exc_string if result is not None else None) or "").strip()
+
+
+def _last_line(text: str) -> str:
+    """The last line of a traceback: the exception and its message."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
 def failed_registry(queue_name: str) -> FailedJobRegistry:
     """The failed registry of one of the app's queues."""
     if queue_name not in QUEUE_NAMES:
@@ -129,6 +187,22 @@ def mend(queue_name: str, job_id: str, actor: User) -> Purpose:
     rescore_assessment(db.session.get(Assessment, purpose.assessment_id), actor)
     failed_registry(queue_name).remove(job, delete_job=True)
     return purpose
+
+
+def requeue_failed(queue_name: str) -> int:
+    """Run again every failed job of one queue that only running again can mend (jobs this app
+    doesn't know); returns how many went back. Scoring, delivery and generation jobs stay."""
+    registry = failed_registry(queue_name)
+    count = 0
+    for job in Job.fetch_many(registry.get_job_ids(), connection=get_redis()):
+        if job is None or purpose_of(job).remedy != Remedy.REQUEUE:
+            continue
+        try:
+            registry.requeue(job.id)
+        except (NoSuchJobError, InvalidJobOperation):
+            continue  # gone from the list meanwhile
+        count += 1
+    return count
 
 
 def clear(queue_name: str, job_ids: list[str] | None = None) -> int:

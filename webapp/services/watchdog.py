@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
 from flask import current_app
 from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import func, select
+from sqlalchemy import or_, select
 
 from webapp import metrics
 from webapp.extensions import db
 from webapp.models import (
-    Entity,
     HistoryEvent,
     Operation,
     OperationStatus,
@@ -31,9 +30,9 @@ from webapp.models import (
     StageRun,
     StageStatus,
 )
-from webapp.models.base import utcnow
-from webapp.queues import QUEUE_NAMES, get_queue, get_redis, popped_and_abandoned
-from webapp.services import history, pipeline
+from webapp.models.base import as_utc, utcnow
+from webapp.queues import ALIVE, get_redis, popped_and_abandoned
+from webapp.services import generation, history, pipeline
 from webapp.services.webhooks.delivery import requeue_lost
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,7 @@ GRACE = timedelta(seconds=10)
 # A stage re-enqueued this often is crashing its worker: fail it in words instead of looping.
 MAX_REPAIRS = 3
 REPAIR_MESSAGE = "Re-enqueued by the watchdog"
-# Job states from which a job will still run (or is running) by itself.
-ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
+GAVE_UP_MESSAGE = f"Gave up after {MAX_REPAIRS} restarts"
 
 
 @dataclass
@@ -63,7 +61,6 @@ class ReconcileReport:
     repairs: list[Repair] = field(default_factory=list)
     redis_down: bool = False
     deliveries: int = 0  # webhook deliveries whose job was lost, enqueued again
-    ready: int = 0  # dependents RQ left ready but not queued, enqueued now
 
     def __str__(self) -> str:
         if self.redis_down:
@@ -75,29 +72,7 @@ class ReconcileReport:
         ]
         if self.deliveries:
             lines.append(f"re-enqueued {self.deliveries} webhook deliveries whose job was lost")
-        if self.ready:
-            lines.append(f"enqueued {self.ready} jobs RQ had left ready but not queued")
         return "\n".join(lines) or "Nothing to repair."
-
-
-WATCHDOG_LOCK = "scoreline:watchdog:lock"
-
-
-def scheduled_reconcile() -> str | None:
-    """The worker's periodic watchdog pass (an RQ cron job, in the worker's app context).
-
-    Every worker runs a cron scheduler; a short Redis lock makes one of them do the pass.
-    """
-    hold = max(1, current_app.config["WATCHDOG_INTERVAL"] // 2)
-    if not get_redis().set(WATCHDOG_LOCK, "1", nx=True, ex=hold):
-        return None
-    try:
-        report = reconcile()
-        if report.repairs or report.ready:
-            log.warning("watchdog: %s", report)
-        return str(report)
-    finally:
-        db.session.remove()
 
 
 def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
@@ -106,9 +81,6 @@ def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
     connection = get_redis()
     try:
         live_workers = _live_workers(connection)
-        # A dependent (fusion) whose enqueue lost a race stays "ready" until RQ's maintenance
-        # pass; workers drain these after every job, and so does this pass.
-        report.ready = sum(len(get_queue(n).ready_job_registry.cleanup()) for n in QUEUE_NAMES)
     except redis.RedisError:
         report.redis_down = True
         return report
@@ -144,7 +116,6 @@ def _count(report: ReconcileReport) -> None:
         for stage in repair.stages:
             metrics.watchdog_repair("generation" if stage == "question_generation" else "stage")
     metrics.watchdog_repair("delivery", report.deliveries)
-    metrics.watchdog_repair("ready_job", report.ready)
 
 
 def _repair_generations() -> list[Repair]:
@@ -154,8 +125,6 @@ def _repair_generations() -> list[Repair]:
     pending or processing operation untouched for that long has lost its job. Running one twice
     is safe: a finished operation is left alone.
     """
-    from webapp.services import generation
-
     stale_before = utcnow() - timedelta(seconds=generation.JOB_TIMEOUT + 60)
     repairs = []
     stale = db.session.scalars(
@@ -166,30 +135,18 @@ def _repair_generations() -> list[Repair]:
         )
     ).all()
     for operation in stale:
-        if _operation_repairs_so_far(operation) >= MAX_REPAIRS:
-            generation.give_up(operation, f"Gave up after {MAX_REPAIRS} restarts.")
+        if operation.repairs >= MAX_REPAIRS:
+            generation.give_up(operation, f"{GAVE_UP_MESSAGE}.")
             repairs.append(Repair(operation.id, [], "gave up on a generation that kept stalling"))
             continue
         history.operation_changed(operation, f"{REPAIR_MESSAGE}: no progress for too long.")
+        operation.repairs += 1
         operation.updated_at = utcnow()
         db.session.commit()
         if not generation.enqueue_generation(operation):
             break  # Redis went away mid-pass; the next pass tries again
         repairs.append(Repair(operation.id, ["question_generation"], "no progress for too long"))
     return repairs
-
-
-def _operation_repairs_so_far(operation: Operation) -> int:
-    """How often the watchdog has already re-enqueued this operation."""
-    return db.session.scalar(
-        select(func.count())
-        .select_from(HistoryEvent)
-        .where(
-            HistoryEvent.entity == Entity.OPERATION,
-            HistoryEvent.entity_id == operation.id,
-            HistoryEvent.message.startswith(REPAIR_MESSAGE),
-        )
-    )
 
 
 def _repair(operation: Operation, connection, live_workers: set[str], cutoff) -> Repair | None:
@@ -219,8 +176,8 @@ def _repair(operation: Operation, connection, live_workers: set[str], cutoff) ->
         return None
     for run in unfinished:
         stage = Stage(run.name)
-        if stage in lost and _repairs_so_far(run) >= MAX_REPAIRS:
-            pipeline.give_up(run, f"Gave up after {MAX_REPAIRS} restarts: {lost.pop(stage)}.")
+        if stage in lost and run.repairs >= MAX_REPAIRS:
+            pipeline.give_up(run, f"{GAVE_UP_MESSAGE}: {lost.pop(stage)}.")
     if not lost:
         # Failing gpt or rag leaves fusion to finish the report; fusion itself ends the operation.
         fusion = operation.stage(Stage.FUSION)
@@ -244,6 +201,7 @@ def _repair(operation: Operation, connection, live_workers: set[str], cutoff) ->
         if Stage(run.name) in stages:
             why = lost.get(Stage(run.name), "re-queued after the stages it waits for")
             history.stage_changed(run, f"{REPAIR_MESSAGE}: {why}.")
+            run.repairs += 1
     if not pipeline.enqueue_stages(operation, ordered, also_wait_for=waiting_on):
         raise redis.ConnectionError("enqueue failed")
     return Repair(operation.id, [s.value for s in ordered], reason)
@@ -259,7 +217,7 @@ def _live_workers(connection) -> set[str]:
     return {
         w.name
         for w in Worker.all(connection=connection)
-        if w.last_heartbeat is not None and aware(w.last_heartbeat) >= oldest
+        if w.last_heartbeat is not None and as_utc(w.last_heartbeat) >= oldest
     }
 
 
@@ -267,24 +225,6 @@ def heartbeat_deadline() -> datetime:
     """A busy worker silent since before this is gone: 2 x WORKER_HEARTBEAT + 5 s ago."""
     interval = current_app.config.get("WORKER_HEARTBEAT", 30)
     return utcnow() - timedelta(seconds=2 * interval + 5)
-
-
-def aware(moment: datetime) -> datetime:
-    """RQ's timestamps are naive UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _repairs_so_far(run: StageRun) -> int:
-    """How often the watchdog has already re-enqueued this stage run."""
-    return db.session.scalar(
-        select(func.count())
-        .select_from(HistoryEvent)
-        .where(
-            HistoryEvent.entity == Entity.STAGE,
-            HistoryEvent.entity_id == run.id,
-            HistoryEvent.message.startswith(REPAIR_MESSAGE),
-        )
-    )
 
 
 def _unfinished(operation: Operation, stage: Stage) -> bool:
@@ -325,4 +265,21 @@ def _upstream_finished_before(run: StageRun, cutoff: datetime) -> bool:
     return all(
         StageStatus(r.status).finished and r.completed_at is not None and r.completed_at < cutoff
         for r in upstream
+    )
+
+
+def recent_repairs(limit: int = 20) -> list[HistoryEvent]:
+    """The watchdog's latest re-enqueues and give-ups as history tells them, newest first."""
+    return list(
+        db.session.scalars(
+            select(HistoryEvent)
+            .where(
+                or_(
+                    HistoryEvent.message.startswith(REPAIR_MESSAGE),
+                    HistoryEvent.message.startswith(GAVE_UP_MESSAGE),
+                )
+            )
+            .order_by(HistoryEvent.id.desc())
+            .limit(limit)
+        )
     )

@@ -40,7 +40,7 @@ import redis
 from flask import current_app
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from sqlalchemy import select, update
 
 from webapp.extensions import db
@@ -53,7 +53,7 @@ from webapp.models import (
     StageRun,
     StageStatus,
 )
-from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.queues import ALIVE, SCORING_QUEUE, get_redis
 from webapp.scoring.base import QuestionInput
 from webapp.scoring.gpt import essay_result
 from webapp.scoring.rubric import score_essay_offline
@@ -81,7 +81,6 @@ CLAIM_CHUNK = 25
 # the bars still move per essay). On SQLite every commit waits for the one writer's lock, and
 # the batch's calls are sent from the same thread.
 FLUSH_EVERY = 0.5
-ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
 
 
 def enabled() -> bool:

@@ -42,8 +42,8 @@ from webapp.models import (
     ErrorClass,
     WebhookEndpoint,
 )
-from webapp.models.base import isoformat, utcnow
-from webapp.queues import get_redis, popped_and_abandoned
+from webapp.models.base import as_utc, isoformat, utcnow
+from webapp.queues import ALIVE, get_redis, popped_and_abandoned
 from webapp.services import history
 from webapp.services.webhooks import bulkhead, events, signing
 from webapp.services.webhooks.url_guard import (
@@ -62,7 +62,6 @@ JITTER = 0.2  # each scheduled delay is scaled by a random factor in [0.8, 1.2]
 RETRY_AFTER_CAP = 24 * 3600  # a receiver's Retry-After is honoured up to a day
 # A pending delivery whose job is missing this long after it was due is re-enqueued.
 WATCHDOG_GRACE = timedelta(seconds=30)
-_ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
 
 
 @dataclass
@@ -95,9 +94,7 @@ class Outcome:
             moment = parsedate_to_datetime(raw)
         except (TypeError, ValueError):
             return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return max(0.0, (moment - utcnow()).total_seconds())
+        return max(0.0, (as_utc(moment) - utcnow()).total_seconds())
 
     def summary(self) -> str:
         """The attempt in a few words, for lists and reasons."""
@@ -626,7 +623,7 @@ def pending_deliveries_without_job(grace: timedelta = WATCHDOG_GRACE) -> list[De
         except NoSuchJobError:
             job = None
         status = job.get_status(refresh=False) if job is not None else None
-        if status not in _ALIVE or (status == JobStatus.QUEUED and popped_and_abandoned(job)):
+        if status not in ALIVE or (status == JobStatus.QUEUED and popped_and_abandoned(job)):
             lost.append(delivery)
     return lost
 

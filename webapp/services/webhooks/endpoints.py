@@ -6,7 +6,7 @@ Every change is audited after it commits; routes and pages call these and only r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import case, func, select
@@ -25,7 +25,7 @@ from webapp.models import (
     WebhookEndpoint,
 )
 from webapp.models.accounts import ROTATION_GRACE, new_signing_secret
-from webapp.models.base import isoformat, utcnow
+from webapp.models.base import as_utc, isoformat, utcnow
 from webapp.request_values import invalid, parse_moment
 from webapp.services import audit
 from webapp.services.audit import Action
@@ -224,8 +224,8 @@ def health(endpoints: list[WebhookEndpoint]) -> dict[int, Health]:
         next_retry = row.next_retry_at if row else None
         if isinstance(next_retry, str):  # SQLite hands MIN() over a CASE back as text
             next_retry = datetime.fromisoformat(next_retry)
-        if next_retry is not None and next_retry.tzinfo is None:
-            next_retry = next_retry.replace(tzinfo=UTC)
+        if next_retry is not None:
+            next_retry = as_utc(next_retry)
         out[endpoint_id] = Health(
             last_attempt_at=last.last_attempt_at if last else None,
             last_response_status=last.last_response_status if last else None,

@@ -15,8 +15,14 @@ from flask_login import current_user
 
 from webapp.errors import ScorelineError
 from webapp.models import AssessmentStatus
-from webapp.services import audit, failed_jobs
-from webapp.services import operations_overview as overview
+from webapp.services import (
+    assessment_overview,
+    audit,
+    failed_jobs,
+    queue_status,
+    throughput,
+    watchdog,
+)
 from webapp.services.audit import Action
 from webapp.services.outcomes import outcomes
 from webapp.views.admin import bp
@@ -69,7 +75,7 @@ def _nice_max(value: int) -> int:
 
 
 def bar_chart(
-    chart_id: str, title: str, hours: list[overview.HourCounts], series: list[Series]
+    chart_id: str, title: str, hours: list[throughput.HourCounts], series: list[Series]
 ) -> dict:
     """Geometry for a stacked bar chart of hourly counts, drawn as inline SVG by `_chart.html`."""
     totals = [sum(hour.counts.values()) for hour in hours]
@@ -123,7 +129,7 @@ def bar_chart(
 def _live_context() -> dict:
     """What `_queues.html` shows: every queue and worker, or that Redis is unreachable."""
     try:
-        queues, workers = overview.queue_stats(), overview.workers()
+        queues, workers = queue_status.queue_stats(), queue_status.workers()
     except redis.RedisError:
         return {"queues": [], "workers": [], "redis_down": True}
     return {"queues": queues, "workers": workers, "redis_down": False}
@@ -132,13 +138,13 @@ def _live_context() -> dict:
 @bp.get("/operations")
 def operations():
     """Assessments (filterable), queues, workers, failed jobs, watchdog repairs and throughput."""
-    filters = overview.parse_filters(request.args)
+    filters = assessment_overview.parse_filters(request.args)
     for error in filters.errors:
         flash(error, "error")
     live = _live_context()
-    rows = overview.assessments(filters)
+    rows = assessment_overview.assessments(filters)
     try:
-        failed = overview.failed_jobs()
+        failed = failed_jobs.newest()
     except redis.RedisError:
         failed = []
     failed_by_queue = {queue.name: queue.failed for queue in live["queues"] if queue.failed}
@@ -152,25 +158,25 @@ def operations():
         filters=filters,
         raw_filters={name: request.args.get(name, "") for name in FILTER_NAMES},
         statuses=list(AssessmentStatus),
-        question_sets=overview.question_sets(),
+        question_sets=assessment_overview.question_sets(),
         assessments=rows,
         failed_stages={i: o.failed_stages for i, o in outcomes([r.id for r in rows]).items()},
-        assessment_limit=overview.ASSESSMENT_LIMIT,
+        assessment_limit=assessment_overview.ASSESSMENT_LIMIT,
         failed_jobs=failed,
         failed_by_queue=failed_by_queue,
         requeueable=requeueable,
-        failed_limit=overview.FAILED_JOB_LIMIT,
-        repairs=overview.repairs(),
+        failed_limit=failed_jobs.FAILED_JOB_LIMIT,
+        repairs=watchdog.recent_repairs(),
         scoring_chart=bar_chart(
             "scoring",
             "Scoring throughput",
-            overview.scoring_throughput(),
+            throughput.scoring_throughput(),
             SCORING_SERIES,
         ),
         delivery_chart=bar_chart(
             "deliveries",
             "Webhook delivery attempts",
-            overview.delivery_throughput(),
+            throughput.delivery_throughput(),
             DELIVERY_SERIES,
         ),
         age_words=age_words,
@@ -190,14 +196,7 @@ def operations_live():
 def requeue_job(queue_name: str, job_id: str):
     """Mend one failed job: a scoring stage's assessment is scored again (its stages and report
     run anew); a job the app doesn't know runs again as it was. Others are refused, saying why."""
-    try:
-        purpose = _requeue(queue_name, lambda: failed_jobs.mend(queue_name, job_id, current_user))
-    except failed_jobs.NothingToMend as exc:
-        flash(str(exc), "error")
-        return _back()
-    except ScorelineError as exc:  # the assessment changed meanwhile (a rescore already runs)
-        flash(exc.detail, "error")
-        return _back()
+    purpose = _attempt(queue_name, lambda: failed_jobs.mend(queue_name, job_id, current_user))
     if purpose is None:
         return _back()
     details = {"queue": queue_name}
@@ -224,9 +223,9 @@ def requeue_job(queue_name: str, job_id: str):
 @bp.post("/operations/queues/<queue_name>/jobs/<job_id>/clear")
 def clear_job(queue_name: str, job_id: str):
     """Delete one failed job from the list (its work is not run again)."""
-    count = _requeue(queue_name, lambda: failed_jobs.clear(queue_name, [job_id]))
+    count = _attempt(queue_name, lambda: failed_jobs.clear(queue_name, [job_id]))
     if count:
-        _audit_cleared(queue_name, job_id, count)
+        _audit(Action.JOBS_CLEARED, "job", job_id, queue_name, count)
         flash(f"Job {job_id} cleared from the failed list.", "success")
     elif count == 0:
         flash(f"Job {job_id} is no longer in the failed list.", "info")
@@ -236,59 +235,55 @@ def clear_job(queue_name: str, job_id: str):
 @bp.post("/operations/queues/<queue_name>/clear-failed")
 def clear_failed(queue_name: str):
     """Delete every failed job of one queue from the list."""
-    count = _requeue(queue_name, lambda: failed_jobs.clear(queue_name))
-    if count is None:
-        return _back()
-    if count:
-        _audit_cleared(queue_name, queue_name, count)
-    flash(
-        f"{count} failed job{'' if count == 1 else 's'} cleared from the {queue_name} queue.",
-        "success" if count else "info",
-    )
+    count = _attempt(queue_name, lambda: failed_jobs.clear(queue_name))
+    if count is not None:
+        _done_with_queue(Action.JOBS_CLEARED, queue_name, count, "cleared from")
     return _back()
 
 
-def _audit_cleared(queue_name: str, entity_id: str, count: int) -> None:
-    """Record who cleared failed jobs, and how many."""
+@bp.post("/operations/queues/<queue_name>/requeue-failed")
+def requeue_failed(queue_name: str):
+    """Put every failed job of one queue that only running again can mend back on it."""
+    count = _attempt(queue_name, lambda: failed_jobs.requeue_failed(queue_name))
+    if count is not None:
+        _done_with_queue(Action.JOB_REQUEUED, queue_name, count, "back on")
+    return _back()
+
+
+def _attempt(queue_name: str, action: Callable[[], T]) -> T | None:
+    """Run a change to the failed jobs; when it can't be made, flash why and return None."""
+    try:
+        return action()
+    except failed_jobs.UnknownQueue:
+        flash(f"There is no queue named “{queue_name}”.", "error")
+    except failed_jobs.NothingToMend as exc:
+        flash(str(exc), "error")
+    except ScorelineError as exc:  # the assessment changed meanwhile (a rescore already runs)
+        flash(exc.detail, "error")
+    except redis.RedisError:
+        flash("Redis is unreachable; nothing was changed.", "error")
+    return None
+
+
+def _audit(action: Action, entity_type: str, entity_id: str, queue_name: str, count: int) -> None:
+    """Record who changed failed jobs, and how many."""
     audit.record(
-        Action.JOBS_CLEARED,
+        action,
         actor=current_user,
-        entity_type="job" if entity_id != queue_name else "queue",
+        entity_type=entity_type,
         entity_id=entity_id,
         details={"queue": queue_name, "jobs": count},
     )
 
 
-@bp.post("/operations/queues/<queue_name>/requeue-failed")
-def requeue_failed(queue_name: str):
-    """Put every failed job of one queue back on it."""
-    count = _requeue(queue_name, lambda: overview.requeue_failed(queue_name))
-    if count is None:
-        return _back()
+def _done_with_queue(action: Action, queue_name: str, count: int, words: str) -> None:
+    """Audit (when anything changed) and report a change to a whole queue's failed jobs."""
     if count:
-        audit.record(
-            Action.JOB_REQUEUED,
-            actor=current_user,
-            entity_type="queue",
-            entity_id=queue_name,
-            details={"queue": queue_name, "jobs": count},
-        )
+        _audit(action, "queue", queue_name, queue_name, count)
     flash(
-        f"{count} failed job{'' if count == 1 else 's'} back on the {queue_name} queue.",
+        f"{count} failed job{'' if count == 1 else 's'} {words} the {queue_name} queue.",
         "success" if count else "info",
     )
-    return _back()
-
-
-def _requeue(queue_name: str, action: Callable[[], T]) -> T | None:
-    """Run a requeue; on an unknown queue or an unreachable Redis, flash why and return None."""
-    try:
-        return action()
-    except overview.UnknownQueue:
-        flash(f"There is no queue named “{queue_name}”.", "error")
-    except redis.RedisError:
-        flash("Redis is unreachable; nothing was changed.", "error")
-    return None
 
 
 def _back():
