@@ -22,21 +22,19 @@ from webapp import create_app
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
-    AssessmentStatus,
     Attempt,
     AttemptTrigger,
     AuditEntry,
     Delivery,
-    EventType,
     Operation,
     QuestionSet,
-    Stage,
     User,
     WebhookEndpoint,
     WebhookEvent,
 )
 from webapp.models.base import utcnow
 from webapp.queues import get_queue
+from webapp.scoring.vocabulary import AssessmentStatus, EventType, Stage
 from webapp.services import progress
 from webapp.services.pipeline import STAGE_JOB
 from webapp.services.watchdog import reconcile

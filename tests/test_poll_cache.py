@@ -9,7 +9,8 @@ from tests.conftest import ADMIN, OTHER_STUDENT, STUDENT
 from tests.test_status import in_progress  # noqa: F401  (fixture)
 from tests.test_views import log_in
 from webapp.extensions import db
-from webapp.models import ApiToken, Assessment, AssessmentStatus, Stage, StageRun, User
+from webapp.models import ApiToken, Assessment, StageRun, User
+from webapp.scoring.vocabulary import AssessmentStatus, Stage
 from webapp.services import progress, status_cache
 from webapp.services.accounts import revoke_token
 

@@ -6,17 +6,8 @@ import pytest
 from sqlalchemy import event
 
 from webapp.extensions import db
-from webapp.models import (
-    Assessment,
-    AssessmentStatus,
-    Operation,
-    OperationType,
-    QuestionSet,
-    Stage,
-    StageRun,
-    StageStatus,
-    User,
-)
+from webapp.models import Assessment, Operation, QuestionSet, StageRun, User
+from webapp.scoring.vocabulary import AssessmentStatus, OperationType, Stage, StageStatus
 from webapp.services.progress import overall_progress
 
 pytestmark = pytest.mark.db

@@ -10,8 +10,8 @@ from playwright.sync_api import expect
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_webhook_settings import log_in_as_admin
 from tests.test_admin_operations import add_assessment, failing_remove
-from webapp.models import AssessmentStatus
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import AssessmentStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 

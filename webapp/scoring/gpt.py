@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from webapp.scoring.base import ProgressCallback, QuestionInput, StageError, no_progress
-from webapp.scoring.rubric import DIMENSIONS, EssayScore, score_essay_offline
+from webapp.scoring.rubric import EssayScore, score_essay_offline
+from webapp.scoring.vocabulary import RUBRIC_DIMENSIONS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -18,7 +19,7 @@ T = TypeVar("T")
 RUBRIC_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": list(DIMENSIONS),
+    "required": list(RUBRIC_DIMENSIONS),
     "properties": {
         name: {
             "type": "object",
@@ -29,7 +30,7 @@ RUBRIC_SCHEMA = {
                 "rationale": {"type": "string"},
             },
         }
-        for name in DIMENSIONS
+        for name in RUBRIC_DIMENSIONS
     },
 }
 

@@ -12,10 +12,11 @@ from webapp.errors import (
     ValidationFailed,
 )
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, QuestionSet, QuestionType, Response, User
+from webapp.models import Assessment, QuestionSet, Response, User
 from webapp.models.base import utcnow
 from webapp.request_values import unstorable_text
 from webapp.scoring.base import QuestionInput
+from webapp.scoring.vocabulary import AssessmentStatus, QuestionType
 
 MAX_ANSWER_LENGTH = 20_000
 

@@ -15,11 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from webapp import correlation
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
 from webapp.extensions import db
-from webapp.models import Operation, OperationStatus, OperationType, Question, QuestionSet, User
+from webapp.models import Operation, Question, QuestionSet, User
 from webapp.queues import DEFAULT_QUEUE, get_redis
 from webapp.scoring import generation
 from webapp.scoring.base import StageError
 from webapp.scoring.retrieval import default_knowledge_base
+from webapp.scoring.vocabulary import OperationStatus, OperationType
 from webapp.services import audit, history
 from webapp.services.audit import Action
 
@@ -92,7 +93,7 @@ def parse_request(body: dict) -> GenerationParams:
         errors.append(
             {
                 "field": "params.question_type",
-                "message": f"must be one of {list(QUESTION_TYPES)}",
+                "message": f"must be one of {[t.value for t in QUESTION_TYPES]}",
             }
         )
     if errors:

@@ -18,19 +18,11 @@ from sqlalchemy import Select, func, or_, select
 
 from webapp.errors import ValidationFailed
 from webapp.extensions import db
-from webapp.models import (
-    Assessment,
-    AssessmentStatus,
-    Attempt,
-    HistoryEvent,
-    Operation,
-    OperationType,
-    QuestionSet,
-    User,
-)
+from webapp.models import Assessment, Attempt, HistoryEvent, Operation, QuestionSet, User
 from webapp.models.base import utcnow
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis
 from webapp.request_values import parse_date, parse_id
+from webapp.scoring.vocabulary import AssessmentStatus, OperationType
 from webapp.services.failed_jobs import (  # noqa: F401  (UnknownQueue: raised from here too)
     Purpose,
     Remedy,

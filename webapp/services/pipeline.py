@@ -17,26 +17,22 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp import correlation
 from webapp.extensions import db
-from webapp.models import (
-    STAGE_LABELS,
-    WORKER_STAGES,
-    Assessment,
-    AssessmentStatus,
-    Operation,
-    OperationStatus,
-    OperationType,
-    QuestionType,
-    Score,
-    Stage,
-    StageRun,
-    StageStatus,
-    User,
-)
+from webapp.models import Assessment, Operation, Score, StageRun, User
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
 from webapp.scoring import fusion, gpt, rag
 from webapp.scoring.base import StageError
 from webapp.scoring.rule_score import RuleScore, missing_question_ids, rule_score
+from webapp.scoring.vocabulary import (
+    STAGE_LABELS,
+    WORKER_STAGES,
+    AssessmentStatus,
+    OperationStatus,
+    OperationType,
+    QuestionType,
+    Stage,
+    StageStatus,
+)
 from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import batch as llm_batch

@@ -21,18 +21,10 @@ from sqlalchemy import func, select
 
 from webapp import metrics
 from webapp.extensions import db
-from webapp.models import (
-    Entity,
-    HistoryEvent,
-    Operation,
-    OperationStatus,
-    OperationType,
-    Stage,
-    StageRun,
-    StageStatus,
-)
+from webapp.models import Entity, HistoryEvent, Operation, StageRun
 from webapp.models.base import utcnow
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis, popped_and_abandoned
+from webapp.scoring.vocabulary import OperationStatus, OperationType, Stage, StageStatus
 from webapp.services import history, pipeline
 from webapp.services.webhooks.delivery import requeue_lost
 

@@ -18,8 +18,7 @@ from webapp.api.openapi.schemas import (
     obj,
     ref,
 )
-from webapp.models import AssessmentStatus, OperationType
-from webapp.models.questions import QuestionType
+from webapp.scoring.vocabulary import AssessmentStatus, OperationType, QuestionType
 
 # Every path parameter is an `<int:...>` id.
 PATH_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}

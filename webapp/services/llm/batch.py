@@ -44,19 +44,12 @@ from rq.job import Job, JobStatus
 from sqlalchemy import select, update
 
 from webapp.extensions import db
-from webapp.models import (
-    Assessment,
-    Operation,
-    OperationStatus,
-    QuestionType,
-    Stage,
-    StageRun,
-    StageStatus,
-)
+from webapp.models import Assessment, Operation, StageRun
 from webapp.queues import SCORING_QUEUE, get_redis
 from webapp.scoring.base import QuestionInput
 from webapp.scoring.gpt import essay_result
 from webapp.scoring.rubric import score_essay_offline
+from webapp.scoring.vocabulary import OperationStatus, QuestionType, Stage, StageStatus
 from webapp.services import progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import usage

@@ -24,22 +24,24 @@ from sqlalchemy.orm.util import identity_key
 from webapp import correlation
 from webapp.extensions import db
 from webapp.models import (
-    PROGRESS_MILESTONES,
     Assessment,
     AssessmentCallback,
-    AssessmentStatus,
     AttemptTrigger,
     Delivery,
     DeliveryStatus,
-    EventType,
     Operation,
-    OperationStatus,
-    OperationType,
     WebhookEndpoint,
     WebhookEvent,
 )
 from webapp.models.base import isoformat, utcnow
 from webapp.queues import WEBHOOKS_QUEUE, get_queue
+from webapp.scoring.vocabulary import (
+    PROGRESS_MILESTONES,
+    AssessmentStatus,
+    EventType,
+    OperationStatus,
+    OperationType,
+)
 from webapp.services.webhooks.signing import new_webhook_id
 
 log = logging.getLogger(__name__)
