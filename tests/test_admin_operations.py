@@ -33,10 +33,9 @@ from webapp.models import (
     WebhookEvent,
 )
 from webapp.models.base import utcnow
-from webapp.queues import get_queue
+from webapp.queues import STAGE_JOB, get_queue
 from webapp.scoring.vocabulary import AssessmentStatus, EventType, Stage
 from webapp.services import progress
-from webapp.services.pipeline import STAGE_JOB
 from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db

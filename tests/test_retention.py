@@ -112,8 +112,8 @@ def test_the_worker_prunes_on_its_cron_schedule(app, api, worker_factory):
         assert time.monotonic() < deadline, "the worker registered no cron scheduler"
         time.sleep(0.1)
     assert [job.func_name for s in schedulers for job in s.get_jobs()] == [
-        "webapp.services.retention.scheduled_prune",
-        "webapp.services.watchdog.scheduled_reconcile",
+        "worker.jobs.prune",
+        "worker.jobs.reconcile",
     ]
     # Written after the worker started: only a later, scheduled run can remove them.
     add_events(app, assessment["id"], PER_ASSESSMENT_CAP + 7)

@@ -10,8 +10,9 @@ from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
 from webapp import browser_headers, request_body, secret_box, secret_key
-from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
+from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config, engine_options
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
+from webapp.log_format import configure_logging
 from webapp.request_values import MAX_ID
 
 
@@ -32,8 +33,6 @@ def create_app(test_config: dict | None = None) -> Flask:
             "SQLALCHEMY_DATABASE_URI" in test_config
             and "SQLALCHEMY_ENGINE_OPTIONS" not in test_config
         ):
-            from webapp.config import engine_options
-
             app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
                 test_config["SQLALCHEMY_DATABASE_URI"]
             )
@@ -44,8 +43,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.getLogger("webapp").setLevel(logging.INFO)
     secret_box.init_app(app)  # before anything can read or write a signing secret
     if not app.testing:  # tests keep pytest's capture; the worker configures its own
-        from webapp.log_format import configure_logging
-
         configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 
     db.init_app(app)

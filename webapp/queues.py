@@ -20,6 +20,12 @@ DEFAULT_QUEUE = "default"
 POP_TO_START = 1.0
 # Every queue the app enqueues on; `python -m worker` listens on all of them, in this order.
 QUEUE_NAMES: tuple[str, ...] = (SCORING_QUEUE, WEBHOOKS_QUEUE, DEFAULT_QUEUE)
+# What the app enqueues, by dotted name: every RQ entry point is a function of worker/jobs.py,
+# and the web app never imports the worker (RQ resolves the name in the worker process).
+STAGE_JOB = "worker.jobs.run_stage"
+GENERATION_JOB = "worker.jobs.run_generation"
+DELIVER_JOB = "worker.jobs.deliver"
+DELIVER_ALL_JOB = "worker.jobs.deliver_all"
 
 
 class EmbeddedRedisError(RuntimeError):

@@ -35,9 +35,17 @@ from webapp.config import Config
 from webapp.extensions import db
 from webapp.log_format import configure_logging
 from webapp.metrics_server import serve_worker_metrics
-from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, WEBHOOKS_QUEUE, get_redis, redis_url
-from webapp.services.retention import scheduled_prune
-from webapp.services.watchdog import scheduled_reconcile
+from webapp.queues import (
+    DEFAULT_QUEUE,
+    QUEUE_NAMES,
+    STAGE_JOB,
+    WEBHOOKS_QUEUE,
+    get_redis,
+    redis_url,
+)
+from webapp.scoring.retrieval import default_knowledge_base
+from webapp.services.llm.batch import STOP
+from worker import jobs
 
 log = logging.getLogger("worker")
 
@@ -76,15 +84,6 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-# Modules the jobs import lazily (worker.jobs keeps its imports inside the functions).
-JOB_MODULES = (
-    "worker.jobs",
-    "webapp.services.pipeline",
-    "webapp.services.generation",
-    "webapp.services.webhooks.delivery",
-)
-
-
 def warm_up(app: Flask) -> None:
     """Do once, in the worker, the setup every work horse would otherwise repeat per job.
 
@@ -94,10 +93,6 @@ def warm_up(app: Flask) -> None:
     the horses inherit them. `gc.freeze()` then moves all of it out of the collector's sight, so
     a horse's garbage collections don't write to (and copy) every inherited page.
     """
-    from webapp.scoring.retrieval import default_knowledge_base
-
-    for name in JOB_MODULES:
-        importlib.import_module(name)
     configure_mappers()
     default_knowledge_base()
     if app.config.get("OPENAI_API_KEY"):
@@ -108,7 +103,7 @@ def warm_up(app: Flask) -> None:
 
 # Scoring stages: local work of a few milliseconds (offline scorer, retrieval, the report), or,
 # with an OpenAI key, gpt batches whose calls wait in threads of this process.
-STAGE_JOBS = frozenset({"worker.jobs.run_stage"})
+STAGE_JOBS = frozenset({STAGE_JOB})
 
 
 class ScorelineWorker(Worker):
@@ -150,8 +145,6 @@ class ScorelineWorker(Worker):
     def handle_warm_shutdown_request(self) -> None:
         """A gpt batch running here stops gathering and hands its work on (RQ's hook for a
         warm shutdown, called on SIGTERM/SIGINT)."""
-        from webapp.services.llm.batch import STOP
-
         STOP.set()
         super().handle_warm_shutdown_request()
 
@@ -302,7 +295,7 @@ def start_cron(app: Flask, stop: threading.Event) -> threading.Thread:
     # An interval of 0 turns that job off (run `flask prune` / `flask reconcile` some other way).
     if app.config["PRUNE_INTERVAL"] > 0:
         scheduler.register(
-            scheduled_prune,
+            jobs.prune,
             queue_name=DEFAULT_QUEUE,
             interval=app.config["PRUNE_INTERVAL"],
             job_timeout=600,
@@ -310,7 +303,7 @@ def start_cron(app: Flask, stop: threading.Event) -> threading.Thread:
         )
     if app.config["WATCHDOG_INTERVAL"] > 0:
         scheduler.register(
-            scheduled_reconcile,
+            jobs.reconcile,
             queue_name=DEFAULT_QUEUE,
             interval=app.config["WATCHDOG_INTERVAL"],
             job_timeout=300,

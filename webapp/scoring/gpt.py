@@ -43,6 +43,15 @@ SYSTEM_PROMPT = (
 )
 
 
+def openai_client(api_key: str, base_url: str | None):
+    """An `openai.OpenAI` client that never retries by itself (OpenAICaller's retries are
+    bounded and honour Retry-After). `openai` is imported here, on first use: it takes about
+    0.7 s, which a process with no key, or one that never scores, should not pay."""
+    import openai
+
+    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+
+
 class EssayScorer(Protocol):
     """Scores one essay answer on the rubric."""
 

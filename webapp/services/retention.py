@@ -1,14 +1,14 @@
 """Retention (SPEC 7): history capped per assessment and kept HISTORY_RETENTION; old keys go.
 
 `prune()` is what `flask prune` runs and what the worker schedules every PRUNE_INTERVAL seconds
-(`scheduled_prune`, an RQ cron job). Running it twice, or in two places at once, is harmless:
+(`worker.jobs.prune`, an RQ cron job). Running it twice, or in two places at once, is harmless:
 every step is a DELETE of rows that are already past their limit.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 
 # Rows per DELETE, so a long backlog never holds locks for long.
 BATCH_SIZE = 5000
-# Held in Redis while a scheduled prune runs: with many workers, one prune at a time.
-PRUNE_LOCK = "scoreline:prune:lock"
 
 
 @dataclass(frozen=True)
@@ -98,21 +96,3 @@ def expire_history(cutoff: datetime) -> int:
         deleted += count
         if count < BATCH_SIZE:
             return deleted
-
-
-def scheduled_prune() -> dict | None:
-    """The worker's periodic prune (an RQ cron job, in the worker's app context).
-
-    Every worker runs a cron scheduler, so a short Redis lock makes one of them do the work
-    per interval; returns the report, or None when another worker holds the lock.
-    """
-    from webapp.queues import get_redis
-
-    hold = max(1, current_app.config["PRUNE_INTERVAL"] // 2)
-    if not get_redis().set(PRUNE_LOCK, "1", nx=True, ex=hold):
-        log.info("prune skipped: another worker pruned less than %s s ago", hold)
-        return None
-    try:
-        return asdict(prune())
-    finally:
-        db.session.remove()

@@ -72,26 +72,6 @@ class ReconcileReport:
         return "\n".join(lines) or "Nothing to repair."
 
 
-WATCHDOG_LOCK = "scoreline:watchdog:lock"
-
-
-def scheduled_reconcile() -> str | None:
-    """The worker's periodic watchdog pass (an RQ cron job, in the worker's app context).
-
-    Every worker runs a cron scheduler; a short Redis lock makes one of them do the pass.
-    """
-    hold = max(1, current_app.config["WATCHDOG_INTERVAL"] // 2)
-    if not get_redis().set(WATCHDOG_LOCK, "1", nx=True, ex=hold):
-        return None
-    try:
-        report = reconcile()
-        if report.repairs or report.ready:
-            log.warning("watchdog: %s", report)
-        return str(report)
-    finally:
-        db.session.remove()
-
-
 def reconcile(grace: timedelta = GRACE) -> ReconcileReport:
     """Re-enqueue every unfinished scoring stage whose job can no longer finish it."""
     report = ReconcileReport()

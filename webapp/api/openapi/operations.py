@@ -6,7 +6,6 @@ The path parameters (all `<int:...>` ids), the `Idempotency-Key` header of every
 
 from __future__ import annotations
 
-from webapp import MAX_ID
 from webapp.api.openapi.schemas import (
     ANY_OBJECT,
     BOOLEAN,
@@ -18,6 +17,7 @@ from webapp.api.openapi.schemas import (
     obj,
     ref,
 )
+from webapp.request_values import MAX_ID
 from webapp.scoring.vocabulary import AssessmentStatus, OperationType, QuestionType
 
 # Every path parameter is an `<int:...>` id.

@@ -45,7 +45,7 @@ from sqlalchemy import select, update
 
 from webapp.extensions import db
 from webapp.models import Assessment, Operation, StageRun
-from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.queues import SCORING_QUEUE, STAGE_JOB, get_redis
 from webapp.scoring.base import QuestionInput
 from webapp.scoring.gpt import essay_result
 from webapp.scoring.rubric import score_essay_offline
@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 # Set by the worker on a warm shutdown (SIGTERM): stop gathering, let calls in flight end,
 # hand the rest to a fresh job, and let the worker exit.
 STOP = threading.Event()
-STAGE_JOB = "worker.jobs.run_stage"
 JOB_TIMEOUT = 900
 # Claims are a database round trip: at most this often while the pool has work, and at most
 # CLAIM_CHUNK runs at a time, so sending goes on between claims.
