@@ -55,7 +55,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from webapp import auth, cli, queues
+    # The edges are imported here, as Flask's factory pattern does, so importing a model or the
+    # scoring core never loads the routes (import-linter sees these imports all the same).
+    from webapp import auth, cli, fast_polls, health, http_observer, metrics_server, queues
     from webapp.api import api_bp, rate_limits
     from webapp.api.problems import init_app as init_error_handlers
     from webapp.views import init_app as init_views
@@ -64,16 +66,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     queues.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api_bp)
-    from webapp import fast_polls
-
     fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
     init_views(app)
     rate_limits.init_app(app)  # after the blueprints it limits
     login_limits.init_app(app)  # on the limiter rate_limits made
     init_error_handlers(app)
     cli.init_app(app)
-    from webapp import health, http_observer, metrics_server
-
     app.register_blueprint(health.bp)
     metrics_server.init_app(app)
     http_observer.init_app(app)  # it wraps the other middleware, the poll shortcut too
