@@ -60,9 +60,10 @@ chromium: ## make sure a Chromium exists for the browser tests, and say which on
 test: setup chromium ## the whole suite, browser tests included
 	CHROMIUM_PATH=$$(bash .ci/ensure-chromium --path) $(BIN)/pytest
 
-lint: setup
+lint: setup ## ruff, and import-linter's layer contracts (pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: setup ## every benchmark against its same-run baseline; table + bench/results/*.json
 	@bash .ci/ensure-wrk

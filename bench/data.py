@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from webapp.demo import DEMO_STUDENT
 from webapp.extensions import db
-from webapp.models import QuestionType, User
+from webapp.models import User
+from webapp.scoring.vocabulary import QuestionType
 from webapp.services import pipeline
 from webapp.services.accounts import issue_token
 from webapp.services.assessments import create_assessment
@@ -70,7 +71,7 @@ def nothing_enqueued():
 
 def in_progress(user: User, count: int) -> list[int]:
     """`count` assessments mid-scoring: rule_score done, gpt started at 40 %, nothing queued."""
-    from webapp.models import Stage
+    from webapp.scoring.vocabulary import Stage
     from webapp.services import progress
 
     ids = []

@@ -27,9 +27,10 @@ from bench.openai_double import OpenAICompatibleServer, ProviderLimits, schema_r
 from bench.report import Figure
 from bench.stack import Stack, free_port
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus
+from webapp.models import Assessment
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.scoring.vocabulary import AssessmentStatus
 
 WORKERS = ("bench-llm-1", "bench-llm-2")
 MEDIAN_LATENCY = 1.2

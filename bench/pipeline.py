@@ -27,9 +27,10 @@ from bench import data
 from bench.report import Figure
 from bench.stack import Stack
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, Operation, Stage, StageRun
+from webapp.models import Assessment, Operation, StageRun
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.scoring.vocabulary import AssessmentStatus, Stage
 
 WORKERS = ("bench-pipeline-1", "bench-pipeline-2")
 NOOP_JOB = "worker.jobs.noop"

@@ -33,7 +33,8 @@ class Scorer(threading.Thread):
 
     def run(self) -> None:
         from webapp.extensions import db
-        from webapp.models import Assessment, AssessmentStatus, Stage, StageRun, User
+        from webapp.models import Assessment, StageRun, User
+        from webapp.scoring.vocabulary import AssessmentStatus, Stage
         from webapp.services import progress
 
         finished = {AssessmentStatus.COMPLETED, AssessmentStatus.FAILED}

@@ -291,7 +291,8 @@ def _endpoints(receiver: Receiver, paths: list[str]) -> list[int]:
 
     from webapp.demo import DEMO_ADMIN
     from webapp.extensions import db
-    from webapp.models import EventType, User
+    from webapp.models import User
+    from webapp.scoring.vocabulary import EventType
     from webapp.services.webhooks.endpoints import create_endpoint
 
     admin = db.session.scalar(select(User).where(User.email == DEMO_ADMIN[0]))
@@ -316,7 +317,7 @@ def _emit(count: int, *, wait: float) -> list[int]:
     """`count` events, each committed on its own (its deliveries enqueued after the commit),
     `wait` seconds apart; returns their ids."""
     from webapp.extensions import db
-    from webapp.models import EventType
+    from webapp.scoring.vocabulary import EventType
     from webapp.services.webhooks import events
 
     ids = []

@@ -8,12 +8,12 @@ import time
 import pytest
 
 from webapp.scoring.rubric import (
-    DIMENSIONS,
     OFFLINE_SCORER,
     DimensionScore,
     EssayScore,
     score_essay_offline,
 )
+from webapp.scoring.vocabulary import RUBRIC_DIMENSIONS
 
 RECURSION_PROMPT = "Explain how recursion works in Python and when you would avoid it."
 RECURSION_CONCEPTS = ("base case", "recursive call", "call stack", "recursion limit", "iteration")
@@ -152,7 +152,7 @@ def test_thoughtful_essay_beats_weak_answer_by_three_points_on_every_dimension(c
     prompt, concepts, essay = CASES[case]
     good = _scores(score_essay_offline(prompt, concepts, essay))
     poor = _scores(score_essay_offline(prompt, concepts, WEAK_ANSWERS[case][weak]))
-    for name in DIMENSIONS:
+    for name in RUBRIC_DIMENSIONS:
         assert good[name] >= poor[name] + 3, (name, good, poor)
 
 
@@ -172,7 +172,7 @@ def test_off_topic_essay_is_capped_and_says_so():
 @pytest.mark.parametrize("answer", ["", "   ", "\n\t  \n"])
 def test_empty_answer_scores_all_zeros_and_says_no_answer(answer):
     result = score_essay_offline(RECURSION_PROMPT, RECURSION_CONCEPTS, answer)
-    assert _scores(result) == dict.fromkeys(DIMENSIONS, 0)
+    assert _scores(result) == dict.fromkeys(RUBRIC_DIMENSIONS, 0)
     assert all("no answer" in d.rationale.lower() for d in result.rubric.values())
 
 
@@ -187,13 +187,13 @@ def test_scoring_is_deterministic(case):
     first = score_essay_offline(*CASES[case])
     assert all(score_essay_offline(*CASES[case]) == first for _ in range(3))
     assert first.scorer == OFFLINE_SCORER
-    assert tuple(first.rubric) == DIMENSIONS
+    assert tuple(first.rubric) == RUBRIC_DIMENSIONS
 
 
 @pytest.mark.parametrize("answer", NASTY_INPUTS)
 def test_scores_stay_within_0_to_10_for_junk_input(answer):
     result = score_essay_offline(RECURSION_PROMPT, RECURSION_CONCEPTS, answer)
-    assert tuple(result.rubric) == DIMENSIONS
+    assert tuple(result.rubric) == RUBRIC_DIMENSIONS
     assert all(0 <= score <= 10 for score in _scores(result).values())
     assert EssayScore.from_dict(result.to_dict()) == result
 
@@ -265,14 +265,17 @@ def test_to_dict_and_from_dict_round_trip():
     result = score_essay_offline(*CASES["http"])
     data = result.to_dict()
     assert data["scorer"] == OFFLINE_SCORER
-    assert list(data["rubric"]) == list(DIMENSIONS)
+    assert list(data["rubric"]) == list(RUBRIC_DIMENSIONS)
     assert set(data["rubric"]["depth"]) == {"score", "rationale"}
     assert EssayScore.from_dict(data) == result
 
 
 def _valid() -> dict:
     """A well-formed to_dict() payload to break in one place per test case."""
-    return {"scorer": "x", "rubric": {d: {"score": 5, "rationale": "Fine."} for d in DIMENSIONS}}
+    return {
+        "scorer": "x",
+        "rubric": {d: {"score": 5, "rationale": "Fine."} for d in RUBRIC_DIMENSIONS},
+    }
 
 
 def _with(path: tuple[str, ...], value: object) -> dict:
@@ -320,11 +323,11 @@ def test_from_dict_rejects_malformed_data(data):
 def test_from_dict_accepts_the_valid_payload_and_restores_dimension_order():
     data = _valid()
     data["rubric"] = dict(reversed(data["rubric"].items()))
-    assert tuple(EssayScore.from_dict(data).rubric) == DIMENSIONS
+    assert tuple(EssayScore.from_dict(data).rubric) == RUBRIC_DIMENSIONS
 
 
 def test_mean_is_the_average_of_the_four_scores():
-    scores = dict(zip(DIMENSIONS, (7, 4, 9, 3), strict=True))
+    scores = dict(zip(RUBRIC_DIMENSIONS, (7, 4, 9, 3), strict=True))
     result = EssayScore("x", {d: DimensionScore(s, "Because.") for d, s in scores.items()})
     assert result.mean() == pytest.approx(5.75)
     assert score_essay_offline(RECURSION_PROMPT, RECURSION_CONCEPTS, "").mean() == 0.0

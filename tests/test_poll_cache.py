@@ -17,7 +17,8 @@ from tests.support import (
     sibling_app,
 )
 from webapp.extensions import db
-from webapp.models import ApiToken, Assessment, AssessmentStatus, Stage, StageRun, User
+from webapp.models import ApiToken, Assessment, StageRun, User
+from webapp.scoring.vocabulary import AssessmentStatus, Stage
 from webapp.services import progress, status_cache
 from webapp.services.accounts import revoke_token
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from tests.support import ADMIN, OTHER_STUDENT, STUDENT, csrf_token, flashes, log_in
 from webapp import create_app
 from webapp.extensions import db
-from webapp.models import ApiToken, Assessment, Operation, Stage, User
+from webapp.models import ApiToken, Assessment, Operation, User
+from webapp.scoring.vocabulary import Stage
 from webapp.services import pipeline, progress
 from webapp.services.assessments import MAX_ANSWER_LENGTH
 from webapp.views.presentation import inline_code, safe_url

@@ -20,7 +20,7 @@ def test_a_hanging_endpoint_takes_one_worker_while_events_keep_coming(
     webhook_site, receivers, tokens
 ):
     from webapp.extensions import db
-    from webapp.models import EventType
+    from webapp.scoring.vocabulary import EventType
     from webapp.services.webhooks import events
 
     hanging = receivers(default=Answer(200, delay=5))  # never answers within the 1 s timeout
@@ -149,7 +149,8 @@ def test_one_transactions_fan_out_is_one_job_and_a_hanging_target_in_it_delays_n
     from sqlalchemy import select
 
     from webapp.extensions import db
-    from webapp.models import Delivery, DeliveryStatus, EventType
+    from webapp.models import Delivery, DeliveryStatus
+    from webapp.scoring.vocabulary import EventType
     from webapp.services.webhooks import events
 
     hanging = receivers(default=Answer(200, delay=5))  # past the 1 s timeout

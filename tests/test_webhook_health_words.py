@@ -17,11 +17,11 @@ from webapp.models import (
     AttemptTrigger,
     Delivery,
     DeliveryStatus,
-    EventType,
     WebhookEndpoint,
     WebhookEvent,
 )
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import EventType
 from webapp.views.admin.webhooks import POLL_SECONDS, SLOWEST_POLL_SECONDS, poll_seconds
 from webapp.views.presentation import seconds_words
 

@@ -25,7 +25,7 @@ def test_a_delivery_runs_in_the_worker_process_with_its_heartbeat_kept(
     webhook_site, receivers, tokens
 ):
     from webapp.extensions import db
-    from webapp.models import EventType
+    from webapp.scoring.vocabulary import EventType
     from webapp.services.webhooks import events
 
     slow = receivers(default=Answer(200, delay=4))  # answers after 4 s, within the timeout

@@ -10,8 +10,9 @@ from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
 from webapp import browser_headers, request_body, secret_box, secret_key
-from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
+from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config, engine_options
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
+from webapp.log_format import configure_logging
 from webapp.request_values import MAX_ID
 
 
@@ -32,8 +33,6 @@ def create_app(test_config: dict | None = None) -> Flask:
             "SQLALCHEMY_DATABASE_URI" in test_config
             and "SQLALCHEMY_ENGINE_OPTIONS" not in test_config
         ):
-            from webapp.config import engine_options
-
             app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
                 test_config["SQLALCHEMY_DATABASE_URI"]
             )
@@ -44,8 +43,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.getLogger("webapp").setLevel(logging.INFO)
     secret_box.init_app(app)  # before anything can read or write a signing secret
     if not app.testing:  # tests keep pytest's capture; the worker configures its own
-        from webapp.log_format import configure_logging
-
         configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
 
     db.init_app(app)
@@ -58,7 +55,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     with app.app_context():
         _tune_sqlite(db.engine)
 
-    from webapp import auth, cli, queues
+    # The edges are imported here, as Flask's factory pattern does, so importing a model or the
+    # scoring core never loads the routes (import-linter sees these imports all the same).
+    from webapp import auth, cli, fast_polls, health, http_observer, metrics_server, queues
     from webapp.api import api_bp, rate_limits
     from webapp.api.problems import init_app as init_error_handlers
     from webapp.views import init_app as init_views
@@ -67,16 +66,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     queues.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api_bp)
-    from webapp import fast_polls
-
     fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
     init_views(app)
     rate_limits.init_app(app)  # after the blueprints it limits
     login_limits.init_app(app)  # on the limiter rate_limits made
     init_error_handlers(app)
     cli.init_app(app)
-    from webapp import health, http_observer, metrics_server
-
     app.register_blueprint(health.bp)
     metrics_server.init_app(app)
     http_observer.init_app(app)  # it wraps the other middleware, the poll shortcut too

@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 
 import redis
-from flask import Flask, g, request, session
+from flask import Flask, current_app, g, request, session
 from flask_login import login_user, logout_user
 from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
@@ -25,6 +25,8 @@ from webapp.extensions import db, login_manager
 from webapp.models import ApiToken, User
 from webapp.models.accounts import hash_token
 from webapp.models.base import utcnow
+from webapp.queues import get_redis
+from webapp.services.status_cache import CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,6 @@ def end_sessions(user: User) -> None:
 
 def _announce_sessions_ended(user_id: int) -> None:
     """Tell every web process's poll shortcut to stop trusting this user's session cookies."""
-    from flask import current_app
-
-    from webapp.queues import get_redis
-    from webapp.services.status_cache import CHANNEL
-
     near = current_app.extensions.get("near_cache")
     if near is not None:
         near.sessions_ended(user_id)
@@ -155,8 +152,6 @@ def cached_account(raw: bytes | None) -> int | None:
 
 def remember_token(token_hash: str, user_id: int) -> None:
     """Note a valid token for the fast path; never overwrites a revocation (SET NX)."""
-    from webapp.queues import get_redis
-
     try:
         get_redis().set(token_cache_key(token_hash), user_id, ex=TOKEN_CACHE_TTL, nx=True)
     except redis.RedisError:
@@ -166,11 +161,6 @@ def remember_token(token_hash: str, user_id: int) -> None:
 def forget_token(token_hash: str) -> None:
     """A revoked token stops working at once on the fast paths too (call after the commit):
     its cache entry becomes a tombstone, and every process's near cache is told."""
-    from flask import current_app
-
-    from webapp.queues import get_redis
-    from webapp.services.status_cache import CHANNEL
-
     near = current_app.extensions.get("near_cache")
     if near is not None:
         near.revoked(token_hash)

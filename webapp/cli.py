@@ -8,10 +8,12 @@ from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from webapp.demo import DEMO_ADMIN, DEMO_STUDENT, seed_demo
 from webapp.errors import ScorelineError
 from webapp.extensions import db
 from webapp.models import Role, User
 from webapp.secret_box import SecretsKeyError
+from webapp.services import retention, watchdog
 from webapp.services.accounts import issue_token
 from webapp.services.sealed_secrets import rekey_all
 
@@ -30,8 +32,6 @@ def init_app(app: Flask) -> None:
 @with_appcontext
 def seed_demo_command() -> None:
     """Create the demo accounts and question sets (idempotent)."""
-    from webapp.demo import DEMO_ADMIN, DEMO_STUDENT, seed_demo
-
     for line in seed_demo() or ["demo data already present"]:
         click.echo(line)
     click.echo(f"admin:   {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]}")
@@ -77,9 +77,7 @@ def create_token_command(email: str, name: str) -> None:
 @with_appcontext
 def prune_command() -> None:
     """Apply retention: history capped per assessment and by age, expired idempotency keys."""
-    from webapp.services.retention import prune
-
-    report = prune()
+    report = retention.prune()
     click.echo(f"pruned {report}")
 
 
@@ -87,9 +85,7 @@ def prune_command() -> None:
 @with_appcontext
 def reconcile_command() -> None:
     """Re-enqueue scoring work whose job vanished, died or was never enqueued (the watchdog)."""
-    from webapp.services.watchdog import reconcile
-
-    report = reconcile()
+    report = watchdog.reconcile()
     click.echo(str(report))
     if report.redis_down:
         raise click.ClickException("Redis is unreachable")

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from webapp import metrics, request_metrics
+from webapp.metrics_state import DeploymentState
 
 log = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
@@ -122,8 +123,6 @@ def scrape():
     if refusal is not None:
         _status, headers, body = _refused(refusal)
         return Response(body, status=refusal.status, headers=headers)
-    from webapp.metrics_state import DeploymentState
-
     directory = metrics.directory()
     if directory is None:
         return Response(b"", mimetype=CONTENT_TYPE_LATEST)

@@ -23,6 +23,13 @@ QUEUE_NAMES: tuple[str, ...] = (SCORING_QUEUE, WEBHOOKS_QUEUE, DEFAULT_QUEUE)
 # Job states from which a job will still run (or is running) by itself.
 ALIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED})
 
+# What the app enqueues, by dotted name: every RQ entry point is a function of worker/jobs.py,
+# and the web app never imports the worker (RQ resolves the name in the worker process).
+STAGE_JOB = "worker.jobs.run_stage"
+GENERATION_JOB = "worker.jobs.run_generation"
+DELIVER_JOB = "worker.jobs.deliver"
+DELIVER_ALL_JOB = "worker.jobs.deliver_all"
+
 
 class EmbeddedRedisError(RuntimeError):
     """The embedded Redis server could not be started."""

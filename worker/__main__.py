@@ -38,7 +38,14 @@ from webapp.config import Config
 from webapp.extensions import db
 from webapp.log_format import configure_logging
 from webapp.metrics_server import serve_worker_metrics
-from webapp.queues import DEFAULT_QUEUE, QUEUE_NAMES, WEBHOOKS_QUEUE, get_redis, redis_url
+from webapp.queues import (
+    DEFAULT_QUEUE,
+    QUEUE_NAMES,
+    STAGE_JOB,
+    WEBHOOKS_QUEUE,
+    get_redis,
+    redis_url,
+)
 from webapp.scoring.retrieval import default_knowledge_base
 from webapp.services.llm import batch
 from worker import jobs
@@ -99,7 +106,7 @@ def warm_up(app: Flask) -> None:
 
 # Scoring stages: local work of a few milliseconds (offline scorer, retrieval, the report), or,
 # with an OpenAI key, gpt batches whose calls wait in threads of this process.
-STAGE_JOBS = frozenset({"worker.jobs.run_stage"})
+STAGE_JOBS = frozenset({STAGE_JOB})
 
 
 class ScorelineWorker(Worker):

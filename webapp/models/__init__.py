@@ -1,44 +1,39 @@
 """The data model, one module per aggregate; imported here so Alembic sees every table."""
 
 from webapp.models.accounts import ApiToken, Role, User
-from webapp.models.assessments import Assessment, AssessmentStatus, Response
+from webapp.models.assessments import Assessment, Response
 from webapp.models.audit import AuditEntry
 from webapp.models.history import Entity, HistoryEvent
 from webapp.models.idempotency import IdempotencyKey
 from webapp.models.llm import LlmCall
-from webapp.models.operations import (
-    STAGE_LABELS,
-    STAGE_WEIGHTS,
-    WORKER_STAGES,
-    Operation,
-    OperationStatus,
-    OperationType,
-    Score,
-    Stage,
-    StageRun,
-    StageStatus,
-)
-from webapp.models.questions import Question, QuestionSet, QuestionType
+from webapp.models.operations import Operation, Score, StageRun
+from webapp.models.questions import Question, QuestionSet
 from webapp.models.webhooks import (
-    EVENT_TYPE_DESCRIPTIONS,
-    PROGRESS_MILESTONES,
     AssessmentCallback,
     Attempt,
     AttemptTrigger,
     Delivery,
     DeliveryStatus,
     ErrorClass,
-    EventType,
     WebhookEndpoint,
     WebhookEvent,
 )
 
+# Transitional: views/presentation.py and views/progress.py (being rewritten elsewhere) still
+# import these words from here. They are defined in webapp.scoring.vocabulary; import them
+# from there, and drop this re-export once no module imports them from webapp.models.
+from webapp.scoring.vocabulary import (
+    STAGE_LABELS,
+    STAGE_WEIGHTS,
+    AssessmentStatus,
+    QuestionType,
+    Stage,
+    StageStatus,
+)
+
 __all__ = [
-    "EVENT_TYPE_DESCRIPTIONS",
-    "PROGRESS_MILESTONES",
     "STAGE_LABELS",
     "STAGE_WEIGHTS",
-    "WORKER_STAGES",
     "ApiToken",
     "Assessment",
     "AssessmentCallback",
@@ -50,13 +45,10 @@ __all__ = [
     "DeliveryStatus",
     "Entity",
     "ErrorClass",
-    "EventType",
     "HistoryEvent",
     "IdempotencyKey",
     "LlmCall",
     "Operation",
-    "OperationStatus",
-    "OperationType",
     "Question",
     "QuestionSet",
     "QuestionType",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -12,21 +11,7 @@ from webapp.extensions import db
 from webapp.models.accounts import User
 from webapp.models.base import UTCDateTime, utcnow
 from webapp.models.questions import QuestionSet
-
-
-class AssessmentStatus(enum.StrEnum):
-    """Lifecycle of an assessment; responses can change only in `draft`."""
-
-    DRAFT = "draft"
-    SUBMITTED = "submitted"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        """True once scoring has ended, well or badly."""
-        return self in (AssessmentStatus.COMPLETED, AssessmentStatus.FAILED)
+from webapp.scoring.vocabulary import AssessmentStatus
 
 
 class Assessment(db.Model):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -10,69 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
 from webapp.models.base import UTCDateTime, utcnow
-
-
-class OperationType(enum.StrEnum):
-    """Kinds of long-running work."""
-
-    ASSESSMENT_SCORING = "assessment_scoring"
-    QUESTION_GENERATION = "question_generation"
-
-
-class OperationStatus(enum.StrEnum):
-    """Lifecycle of an operation."""
-
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-
-    @property
-    def done(self) -> bool:
-        """True once the operation has a result or an error."""
-        return self in (OperationStatus.COMPLETED, OperationStatus.FAILED)
-
-
-class Stage(enum.StrEnum):
-    """The scoring pipeline's stages, in the order they start."""
-
-    RULE_SCORE = "rule_score"
-    GPT = "gpt"
-    RAG = "rag"
-    FUSION = "fusion"
-
-
-# One home for the weights of each stage in `overall_progress` (they sum to 100).
-STAGE_WEIGHTS: dict[Stage, int] = {
-    Stage.RULE_SCORE: 20,
-    Stage.GPT: 30,
-    Stage.RAG: 30,
-    Stage.FUSION: 20,
-}
-# Stages that run on workers; rule_score runs inline during submit.
-WORKER_STAGES: tuple[Stage, ...] = (Stage.GPT, Stage.RAG, Stage.FUSION)
-STAGE_LABELS: dict[Stage, str] = {
-    Stage.RULE_SCORE: "Rule score",
-    Stage.GPT: "Essay scoring",  # by OpenAI or the offline scorer: the page names which
-    Stage.RAG: "Recommendations",
-    Stage.FUSION: "Final report",
-}
-
-
-class StageStatus(enum.StrEnum):
-    """Lifecycle of one stage run."""
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-    @property
-    def finished(self) -> bool:
-        """Failed and skipped stages count as finished for progress."""
-        return self in (StageStatus.COMPLETED, StageStatus.FAILED, StageStatus.SKIPPED)
+from webapp.scoring.vocabulary import OperationStatus, OperationType, Stage, StageStatus
 
 
 class Operation(db.Model):

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import enum
-
 from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
-
-
-class QuestionType(enum.StrEnum):
-    """How a question is answered and scored."""
-
-    THEORETICAL = "theoretical"  # pick one option; rule-scored right or wrong
-    PROFILE = "profile"  # free text about the student; full weight when answered
-    ESSAY = "essay"  # free text scored on the rubric by the gpt stage
+from webapp.scoring.vocabulary import QuestionType
 
 
 class QuestionSet(db.Model):

@@ -27,34 +27,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from webapp.extensions import db
 from webapp.models.accounts import in_grace, new_sealed_secret
 from webapp.models.base import UTCDateTime, isoformat, utcnow
+from webapp.scoring.vocabulary import EventType
 from webapp.secret_box import Sealed
-
-
-class EventType(enum.StrEnum):
-    """Every event a receiver can get (SPEC 5), named once."""
-
-    ASSESSMENT_SUBMITTED = "assessment.submitted"
-    ASSESSMENT_STARTED = "assessment.started"
-    ASSESSMENT_PROGRESS = "assessment.progress"
-    ASSESSMENT_COMPLETED = "assessment.completed"
-    ASSESSMENT_FAILED = "assessment.failed"
-    OPERATION_COMPLETED = "operation.completed"
-    OPERATION_FAILED = "operation.failed"
-    WEBHOOK_TEST = "webhook.test"
-
-
-EVENT_TYPE_DESCRIPTIONS: dict[EventType, str] = {
-    EventType.ASSESSMENT_SUBMITTED: "An assessment was submitted; its scoring operation exists.",
-    EventType.ASSESSMENT_STARTED: "A worker started scoring an assessment.",
-    EventType.ASSESSMENT_PROGRESS: "Scoring passed 25, 50 or 75 percent (each at most once).",
-    EventType.ASSESSMENT_COMPLETED: "Scoring finished; the data carries a result summary.",
-    EventType.ASSESSMENT_FAILED: "Scoring failed; the data carries the error.",
-    EventType.OPERATION_COMPLETED: "An operation (scoring or question generation) completed.",
-    EventType.OPERATION_FAILED: "An operation failed.",
-    EventType.WEBHOOK_TEST: "A test event an admin sent from the settings page or the API.",
-}
-# Percentages of overall progress that send `assessment.progress`, each at most once.
-PROGRESS_MILESTONES: tuple[int, ...] = (25, 50, 75)
 
 
 class DeliveryStatus(enum.StrEnum):

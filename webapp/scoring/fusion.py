@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-SECTIONS = ("theoretical", "profile", "essay")
+from webapp.scoring.vocabulary import QuestionType
 
 
 def build_report(
@@ -22,16 +22,16 @@ def build_report(
     Essays the gpt stage did not score (it failed) count 0 of their weight, so the total stays
     honest, and the reasons say so.
     """
-    sections = {name: {"score": 0.0, "max_score": 0.0} for name in SECTIONS}
+    sections = {name: {"score": 0.0, "max_score": 0.0} for name in QuestionType}
     for item in rule_items:
         section = sections[item["type"]]
         section["score"] += item["points"]
         section["max_score"] += item["max_points"]
     scored = {e["question_id"]: e for e in essays}
     for qid in essay_question_ids:
-        sections["essay"]["max_score"] += essay_weights[qid]
+        sections[QuestionType.ESSAY]["max_score"] += essay_weights[qid]
         if qid in scored:
-            sections["essay"]["score"] += scored[qid]["points"]
+            sections[QuestionType.ESSAY]["score"] += scored[qid]["points"]
     for section in sections.values():
         section["score"] = round(section["score"], 2)
         section["max_score"] = round(section["max_score"], 2)

@@ -15,11 +15,12 @@ from typing import NamedTuple
 from webapp.scoring.base import ProgressCallback, StageError, no_progress
 from webapp.scoring.gpt import OpenAICaller, Retryable
 from webapp.scoring.retrieval import STOPWORDS, KnowledgeBase
+from webapp.scoring.vocabulary import QuestionType
 
-THEORETICAL, ESSAY = "theoretical", "essay"
-QUESTION_TYPES: tuple[str, ...] = (THEORETICAL, ESSAY)
+# The question types a generator can write (profile questions are about the student).
+QUESTION_TYPES: tuple[QuestionType, ...] = (QuestionType.THEORETICAL, QuestionType.ESSAY)
 # The demo sets' weights: a multiple-choice question is worth 1, an essay 4.
-WEIGHTS = {THEORETICAL: 1.0, ESSAY: 4.0}
+WEIGHTS = {QuestionType.THEORETICAL: 1.0, QuestionType.ESSAY: 4.0}
 OFFLINE_GENERATOR = "offline-generator-v1"
 OPTION_IDS = "abcdef"
 OPTION_COUNT = 4
@@ -71,7 +72,7 @@ class DraftQuestion:
             raise ValueError("key concepts must be short non-blank strings")
         if not isinstance(self.weight, int | float) or not 0 < self.weight <= 100:
             raise ValueError("weight must be a number from 0 (exclusive) to 100")
-        if self.type == ESSAY:
+        if self.type == QuestionType.ESSAY:
             if self.options or self.correct_option is not None:
                 raise ValueError("an essay has no options and no correct option")
             if len(self.key_concepts) < 2:
@@ -176,7 +177,10 @@ def generate_offline(
     if not sources:
         raise StageError(f"The knowledge base has no resources on {topic!r}.")
     on_progress(40)
-    build = {THEORETICAL: _offline_theoretical, ESSAY: _offline_essay}.get(question_type)
+    build = {
+        QuestionType.THEORETICAL: _offline_theoretical,
+        QuestionType.ESSAY: _offline_essay,
+    }.get(question_type)
     if build is None:
         raise StageError(f"Cannot generate {question_type!r} questions.")
     try:
@@ -196,14 +200,14 @@ def _offline_theoretical(kb: KnowledgeBase, topic: str, sources: list[dict]) -> 
     distractors = _distractors(kb, topic, correct, sources)
     texts = [correct, *distractors]
     # Where the right answer sits is fixed per topic, but differs between topics.
-    random.Random(f"{topic}:{THEORETICAL}").shuffle(texts)
+    random.Random(f"{topic}:{QuestionType.THEORETICAL}").shuffle(texts)
     options = tuple(zip(OPTION_IDS, texts, strict=False))
     return DraftQuestion(
-        type=THEORETICAL,
+        type=QuestionType.THEORETICAL,
         prompt=f"Which of these concepts is part of {label}?",
         topic=topic,
         generator=OFFLINE_GENERATOR,
-        weight=WEIGHTS[THEORETICAL],
+        weight=WEIGHTS[QuestionType.THEORETICAL],
         options=options,
         correct_option=OPTION_IDS[texts.index(correct)],
         key_concepts=(correct,),
@@ -320,11 +324,11 @@ def _offline_essay(_kb: KnowledgeBase, topic: str, sources: list[dict]) -> Draft
         else f"Explain {label} to a fellow developer, with a concrete example and a pitfall."
     )
     return DraftQuestion(
-        type=ESSAY,
+        type=QuestionType.ESSAY,
         prompt=prompt,
         topic=topic,
         generator=OFFLINE_GENERATOR,
-        weight=WEIGHTS[ESSAY],
+        weight=WEIGHTS[QuestionType.ESSAY],
         key_concepts=tuple(concepts),
         source_ids=tuple(dict.fromkeys(used)),
     )
@@ -342,7 +346,7 @@ SYSTEM_PROMPT = (
 )
 _STRING_LIST = {"type": "array", "items": {"type": "string"}}
 SCHEMAS = {
-    THEORETICAL: {
+    QuestionType.THEORETICAL: {
         "type": "object",
         "additionalProperties": False,
         "required": ["prompt", "options", "correct_index", "key_concepts"],
@@ -353,7 +357,7 @@ SCHEMAS = {
             "key_concepts": _STRING_LIST,
         },
     },
-    ESSAY: {
+    QuestionType.ESSAY: {
         "type": "object",
         "additionalProperties": False,
         "required": ["prompt", "key_concepts"],
@@ -416,14 +420,18 @@ class OpenAIQuestionWriter(OpenAICaller):
 
 def _brief_message(brief: _Brief) -> str:
     """The topic, the question type and the reference material, clearly delimited."""
-    kind = "multiple-choice (theoretical)" if brief.question_type == THEORETICAL else "essay"
+    kind = (
+        "multiple-choice (theoretical)"
+        if brief.question_type == QuestionType.THEORETICAL
+        else "essay"
+    )
     references = "\n\n".join(
         f"[{res['id']}] {res['title']}\nSkills: {', '.join(res['skills'])}\n{res['summary']}"
         for res in brief.sources
     )
     extra = (
         f"Give exactly {OPTION_COUNT} options and the 0-based index of the correct one."
-        if brief.question_type == THEORETICAL
+        if brief.question_type == QuestionType.THEORETICAL
         else f"List {ESSAY_CONCEPTS} key concepts."
     )
     return (
@@ -444,7 +452,7 @@ def _draft_from_answer(answer: dict, brief: _Brief, generator: str) -> DraftQues
         "key_concepts": concepts,
         "source_ids": tuple(res["id"] for res in brief.sources),
     }
-    if brief.question_type == ESSAY:
+    if brief.question_type == QuestionType.ESSAY:
         return DraftQuestion(**common)
     texts = [t.strip() for t in answer["options"]]
     if len(texts) > len(OPTION_IDS):

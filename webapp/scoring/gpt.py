@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from webapp.scoring.base import ProgressCallback, QuestionInput, StageError, no_progress
-from webapp.scoring.rubric import DIMENSIONS, EssayScore, score_essay_offline
+from webapp.scoring.rubric import EssayScore, score_essay_offline
+from webapp.scoring.vocabulary import RUBRIC_DIMENSIONS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -18,7 +19,7 @@ T = TypeVar("T")
 RUBRIC_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": list(DIMENSIONS),
+    "required": list(RUBRIC_DIMENSIONS),
     "properties": {
         name: {
             "type": "object",
@@ -29,7 +30,7 @@ RUBRIC_SCHEMA = {
                 "rationale": {"type": "string"},
             },
         }
-        for name in DIMENSIONS
+        for name in RUBRIC_DIMENSIONS
     },
 }
 
@@ -40,6 +41,15 @@ SYSTEM_PROMPT = (
     "clarity (structure and readability), technical (correct use of technical terms). "
     "Answer with JSON only, matching the schema."
 )
+
+
+def openai_client(api_key: str, base_url: str | None):
+    """An `openai.OpenAI` client that never retries by itself (OpenAICaller's retries are
+    bounded and honour Retry-After). `openai` is imported here, on first use: it takes about
+    0.7 s, which a process with no key, or one that never scores, should not pay."""
+    import openai
+
+    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
 
 class EssayScorer(Protocol):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from webapp.scoring.base import ProgressCallback, QuestionInput, no_progress
 from webapp.scoring.retrieval import WeakAreas, default_knowledge_base
 from webapp.scoring.rubric import score_essay_offline
+from webapp.scoring.vocabulary import QuestionType
 
 # Rubric dimensions scored below this (0-10) by the offline rubric count as weak.
 WEAK_DIMENSION_BELOW = 5
@@ -24,10 +25,10 @@ def weak_areas(questions: Sequence[QuestionInput]) -> WeakAreas:
     missing_concepts = []
     weak_dimensions = []
     for q in questions:
-        if q.type == "theoretical":
+        if q.type == QuestionType.THEORETICAL:
             if not q.answered or q.answer.strip() != (q.correct_option or ""):
                 missed.append(q.topic)
-        elif q.type == "essay":
+        elif q.type == QuestionType.ESSAY:
             if q.answered:
                 essays.append(q.answer)
                 rubric = score_essay_offline(q.prompt, q.key_concepts, q.answer).rubric

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-DIMENSIONS: tuple[str, ...] = ("relevance", "depth", "clarity", "technical")
+from webapp.scoring.vocabulary import RUBRIC_DIMENSIONS
+
 OFFLINE_SCORER = "offline-rubric-v1"
 
 
@@ -102,23 +103,23 @@ class DimensionScore:
 
 @dataclass(frozen=True)
 class EssayScore:
-    """Four dimension scores (keys exactly DIMENSIONS, in order) and the scorer that made them."""
+    """Four dimension scores (keys exactly RUBRIC_DIMENSIONS, in order) and their scorer."""
 
     scorer: str
     rubric: dict[str, DimensionScore]
 
     def __post_init__(self) -> None:
-        """Reject a blank scorer or a rubric that isn't exactly DIMENSIONS in order."""
+        """Reject a blank scorer or a rubric that isn't exactly RUBRIC_DIMENSIONS in order."""
         if not isinstance(self.scorer, str) or not self.scorer.strip():
             raise ValueError("scorer must be a non-empty string")
-        if not isinstance(self.rubric, dict) or tuple(self.rubric) != DIMENSIONS:
-            raise ValueError(f"rubric must have exactly the dimensions {DIMENSIONS}")
+        if not isinstance(self.rubric, dict) or tuple(self.rubric) != RUBRIC_DIMENSIONS:
+            raise ValueError(f"rubric must have exactly the dimensions {RUBRIC_DIMENSIONS}")
         if not all(isinstance(d, DimensionScore) for d in self.rubric.values()):
             raise ValueError("rubric values must be DimensionScore")
 
     def mean(self) -> float:
         """Mean of the four dimension scores."""
-        return sum(d.score for d in self.rubric.values()) / len(DIMENSIONS)
+        return sum(d.score for d in self.rubric.values()) / len(RUBRIC_DIMENSIONS)
 
     def to_dict(self) -> dict:
         """JSON-ready form: {"scorer": ..., "rubric": {dimension: {"score", "rationale"}}}."""
@@ -134,10 +135,10 @@ class EssayScore:
         """Inverse of to_dict; raises ValueError on anything malformed (extra top-level keys ok)."""
         if not isinstance(data, dict) or not isinstance(data.get("rubric"), dict):
             raise ValueError("expected a dict with a 'rubric' dict")
-        if set(data["rubric"]) != set(DIMENSIONS):
-            raise ValueError(f"rubric must have exactly the dimensions {DIMENSIONS}")
+        if set(data["rubric"]) != set(RUBRIC_DIMENSIONS):
+            raise ValueError(f"rubric must have exactly the dimensions {RUBRIC_DIMENSIONS}")
         rubric = {}
-        for name in DIMENSIONS:
+        for name in RUBRIC_DIMENSIONS:
             entry = data["rubric"][name]
             if not isinstance(entry, dict) or "score" not in entry or "rationale" not in entry:
                 raise ValueError(f"{name} must be a dict with 'score' and 'rationale'")
@@ -320,7 +321,7 @@ def score_essay_offline(prompt: str, key_concepts: Sequence[str], answer: str) -
     tokens = _tokens(answer or "")
     if not tokens:
         why = "No answer was given, so there is nothing to assess."
-        return EssayScore(OFFLINE_SCORER, {d: DimensionScore(0, why) for d in DIMENSIONS})
+        return EssayScore(OFFLINE_SCORER, {d: DimensionScore(0, why) for d in RUBRIC_DIMENSIONS})
     stems = [_stem(t) for t in tokens]
     positions: dict[str, list[int]] = {}
     for i, s in enumerate(stems):

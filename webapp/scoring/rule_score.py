@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from webapp.scoring.base import QuestionInput
+from webapp.scoring.vocabulary import QuestionType
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,11 @@ def rule_score(questions: Sequence[QuestionInput]) -> RuleScore:
     """Score theoretical (full weight when correct) and profile (full weight when answered)."""
     items = []
     for q in questions:
-        if q.type == "theoretical":
+        if q.type == QuestionType.THEORETICAL:
             correct = q.answered and q.answer.strip() == (q.correct_option or "")
             points = q.weight if correct else 0.0
             items.append(_item(q, points, correct=correct))
-        elif q.type == "profile":
+        elif q.type == QuestionType.PROFILE:
             items.append(_item(q, q.weight if q.answered else 0.0))
     score = round(sum(i["points"] for i in items), 2)
     max_score = round(sum(i["max_points"] for i in items), 2)

@@ -12,10 +12,11 @@ from webapp.errors import (
     ValidationFailed,
 )
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, QuestionSet, QuestionType, Response, User
-from webapp.models.base import utcnow
+from webapp.models import Assessment, QuestionSet, Response, User
+from webapp.models.base import isoformat, utcnow
 from webapp.request_values import unstorable_text
 from webapp.scoring.base import QuestionInput
+from webapp.scoring.vocabulary import AssessmentStatus, QuestionType
 
 MAX_ANSWER_LENGTH = 20_000
 
@@ -195,8 +196,6 @@ def question_inputs(assessment: Assessment) -> list[QuestionInput]:
 
 def assessment_to_dict(assessment: Assessment, *, with_questions: bool = True) -> dict:
     """The API's view of an assessment."""
-    from webapp.models.base import isoformat
-
     data = {
         "id": assessment.id,
         "question_set": assessment.question_set.slug,

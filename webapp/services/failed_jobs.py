@@ -21,12 +21,17 @@ from rq.registry import FailedJobRegistry
 from webapp.extensions import db
 from webapp.models import Assessment, StageRun, User
 from webapp.models.base import as_utc
-from webapp.queues import QUEUE_NAMES, get_queue, get_redis
-from webapp.services.generation import GENERATION_JOB
-from webapp.services.pipeline import STAGE_JOB
+from webapp.queues import (
+    DELIVER_ALL_JOB,
+    DELIVER_JOB,
+    GENERATION_JOB,
+    QUEUE_NAMES,
+    STAGE_JOB,
+    get_queue,
+    get_redis,
+)
 from webapp.services.progress import latest_operation
 from webapp.services.rescore import rescore_assessment
-from webapp.services.webhooks.events import DELIVER_ALL_JOB, DELIVER_JOB
 
 
 class Remedy(enum.StrEnum):

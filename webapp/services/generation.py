@@ -15,17 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from webapp import correlation
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
 from webapp.extensions import db
-from webapp.models import Operation, OperationStatus, OperationType, Question, QuestionSet, User
-from webapp.queues import DEFAULT_QUEUE, get_redis
-from webapp.scoring import generation
+from webapp.models import Operation, Question, QuestionSet, User
+from webapp.queues import DEFAULT_QUEUE, GENERATION_JOB, get_redis
+from webapp.scoring import generation, gpt
 from webapp.scoring.base import StageError
 from webapp.scoring.retrieval import default_knowledge_base
+from webapp.scoring.vocabulary import OperationStatus, OperationType
 from webapp.services import audit, history
 from webapp.services.audit import Action
 
 log = logging.getLogger(__name__)
 
-GENERATION_JOB = "worker.jobs.run_generation"
 # Enough for OpenAICaller's bounded retries (max_total_seconds) plus one slow last call.
 JOB_TIMEOUT = 600
 PARAM_NAMES = ("topic", "question_type")
@@ -92,7 +92,7 @@ def parse_request(body: dict) -> GenerationParams:
         errors.append(
             {
                 "field": "params.question_type",
-                "message": f"must be one of {list(QUESTION_TYPES)}",
+                "message": f"must be one of {[t.value for t in QUESTION_TYPES]}",
             }
         )
     if errors:
@@ -181,11 +181,7 @@ def _generate(params: GenerationParams, on_progress) -> generation.DraftQuestion
     config = current_app.config
     if not config.get("OPENAI_API_KEY"):
         return generation.generate_offline(kb, params.topic, params.question_type, on_progress)
-    import openai
-
-    client = openai.OpenAI(
-        api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
-    )
+    client = gpt.openai_client(config["OPENAI_API_KEY"], config.get("OPENAI_BASE_URL"))
     writer = generation.OpenAIQuestionWriter(
         client,
         config["OPENAI_MODEL"],

@@ -12,7 +12,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from webapp.extensions import db
-from webapp.models import Operation, OperationType, Stage, StageRun, StageStatus
+from webapp.models import Operation, StageRun
+from webapp.scoring.vocabulary import OperationType, Stage, StageStatus
 
 
 @dataclass

@@ -17,26 +17,22 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp import correlation
 from webapp.extensions import db
-from webapp.models import (
-    STAGE_LABELS,
-    WORKER_STAGES,
-    Assessment,
-    AssessmentStatus,
-    Operation,
-    OperationStatus,
-    OperationType,
-    QuestionType,
-    Score,
-    Stage,
-    StageRun,
-    StageStatus,
-    User,
-)
+from webapp.models import Assessment, Operation, Score, StageRun, User
 from webapp.models.base import utcnow
-from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.queues import SCORING_QUEUE, STAGE_JOB, get_redis
 from webapp.scoring import fusion, gpt, rag
 from webapp.scoring.base import StageError
 from webapp.scoring.rule_score import RuleScore, missing_question_ids, rule_score
+from webapp.scoring.vocabulary import (
+    STAGE_LABELS,
+    WORKER_STAGES,
+    AssessmentStatus,
+    OperationStatus,
+    OperationType,
+    QuestionType,
+    Stage,
+    StageStatus,
+)
 from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import batch as llm_batch
@@ -46,7 +42,6 @@ log = logging.getLogger(__name__)
 
 # Upper bounds for one run of each stage; RQ kills a job that overruns (and fusion still runs).
 JOB_TIMEOUTS = {Stage.GPT: 900, Stage.RAG: 120, Stage.FUSION: 120}
-STAGE_JOB = "worker.jobs.run_stage"
 # Partial progress is written (one commit each) at most this often per stage: a slow stage (an
 # essay on the OpenAI API) still moves the bar, a fast one (offline) writes only start and end.
 PROGRESS_EVERY = 0.5
@@ -297,11 +292,7 @@ def essay_scorer() -> gpt.EssayScorer:
     config = current_app.config
     if not config.get("OPENAI_API_KEY"):
         return gpt.OfflineScorer()
-    import openai
-
-    client = openai.OpenAI(
-        api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
-    )
+    client = gpt.openai_client(config["OPENAI_API_KEY"], config.get("OPENAI_BASE_URL"))
     return gpt.OpenAIScorer(
         client,
         config["OPENAI_MODEL"],

@@ -11,18 +11,16 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from webapp import metrics
 from webapp.extensions import db
-from webapp.models import (
+from webapp.models import Assessment, Operation, StageRun
+from webapp.models.base import isoformat, utcnow
+from webapp.scoring.vocabulary import (
     STAGE_LABELS,
     STAGE_WEIGHTS,
-    Assessment,
     AssessmentStatus,
-    Operation,
     OperationStatus,
     Stage,
-    StageRun,
     StageStatus,
 )
-from webapp.models.base import isoformat, utcnow
 from webapp.services import history
 from webapp.services.webhooks import events as webhook_events
 

@@ -6,8 +6,9 @@ from sqlalchemy import update
 
 from webapp.errors import AssessmentBusy, AssessmentNotSubmitted
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, Operation, User
+from webapp.models import Assessment, Operation, User
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import AssessmentStatus
 from webapp.services import audit, history, pipeline, status_cache
 from webapp.services.audit import Action
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from webapp.extensions import db
-from webapp.models import Score, Stage
+from webapp.models import Score
+from webapp.scoring.vocabulary import Stage
 
 
 def replace_stage_scores(operation_id: int, stage: Stage, results: list[dict]) -> None:

@@ -10,15 +10,9 @@ from sqlalchemy.exc import IntegrityError
 
 from webapp import correlation, metrics
 from webapp.extensions import db
-from webapp.models import (
-    Assessment,
-    AssessmentStatus,
-    Entity,
-    Operation,
-    Stage,
-    User,
-)
+from webapp.models import Assessment, Entity, Operation, User
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import AssessmentStatus, Stage
 from webapp.services import audit, history, pipeline, status_cache
 from webapp.services.assessments import lock_draft, parse_responses, write_answers
 from webapp.services.audit import Action

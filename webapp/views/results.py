@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from webapp.models import Stage
+from webapp.scoring.vocabulary import Stage
 from webapp.services.assessments import get_assessment
 from webapp.services.outcomes import outcome as outcome_of
 from webapp.services.progress import latest_operation

@@ -9,8 +9,9 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
 from webapp.errors import AssessmentLocked, ValidationFailed
-from webapp.models import Assessment, AssessmentStatus, QuestionType
+from webapp.models import Assessment
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import AssessmentStatus, QuestionType
 from webapp.services.assessments import get_assessment, save_responses
 from webapp.services.submission import submit_assessment
 from webapp.views.text_guard import checks_own_text

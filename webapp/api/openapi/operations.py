@@ -6,7 +6,6 @@ The path parameters (all `<int:...>` ids), the `Idempotency-Key` header of every
 
 from __future__ import annotations
 
-from webapp import MAX_ID
 from webapp.api.openapi.schemas import (
     ANY_OBJECT,
     BOOLEAN,
@@ -18,8 +17,8 @@ from webapp.api.openapi.schemas import (
     obj,
     ref,
 )
-from webapp.models import AssessmentStatus, OperationType
-from webapp.models.questions import QuestionType
+from webapp.request_values import MAX_ID
+from webapp.scoring.vocabulary import AssessmentStatus, OperationType, QuestionType
 
 # Every path parameter is an `<int:...>` id.
 PATH_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}

@@ -5,8 +5,14 @@ Enumerations come from the models, so a new status or type shows up here by itse
 
 from __future__ import annotations
 
-from webapp.models import AssessmentStatus, OperationStatus, OperationType, Stage, StageStatus
-from webapp.models.questions import QuestionType
+from webapp.scoring.vocabulary import (
+    AssessmentStatus,
+    OperationStatus,
+    OperationType,
+    QuestionType,
+    Stage,
+    StageStatus,
+)
 
 
 def ref(name: str) -> dict:

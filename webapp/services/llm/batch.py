@@ -44,19 +44,12 @@ from rq.job import Job
 from sqlalchemy import select, update
 
 from webapp.extensions import db
-from webapp.models import (
-    Assessment,
-    Operation,
-    OperationStatus,
-    QuestionType,
-    Stage,
-    StageRun,
-    StageStatus,
-)
-from webapp.queues import ALIVE, SCORING_QUEUE, get_redis
+from webapp.models import Assessment, Operation, StageRun
+from webapp.queues import ALIVE, SCORING_QUEUE, STAGE_JOB, get_redis
 from webapp.scoring.base import QuestionInput
 from webapp.scoring.gpt import essay_result
 from webapp.scoring.rubric import score_essay_offline
+from webapp.scoring.vocabulary import OperationStatus, QuestionType, Stage, StageStatus
 from webapp.services import progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import usage
@@ -71,7 +64,6 @@ log = logging.getLogger(__name__)
 # Set by the worker on a warm shutdown (SIGTERM): stop gathering, let calls in flight end,
 # hand the rest to a fresh job, and let the worker exit.
 STOP = threading.Event()
-STAGE_JOB = "worker.jobs.run_stage"
 JOB_TIMEOUT = 900
 # Claims are a database round trip: at most this often while the pool has work, and at most
 # CLAIM_CHUNK runs at a time, so sending goes on between claims.

@@ -10,8 +10,9 @@ from flask import current_app
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Operation, OperationStatus, Stage, StageRun, StageStatus
+from webapp.models import Operation, StageRun
 from webapp.queues import get_redis
+from webapp.scoring.vocabulary import OperationStatus, Stage, StageStatus
 from webapp.services.llm import usage
 from webapp.services.llm.breaker import CircuitBreaker
 from webapp.services.llm.leaders import LeaderSlots

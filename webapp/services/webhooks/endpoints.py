@@ -20,13 +20,13 @@ from webapp.models import (
     AttemptTrigger,
     Delivery,
     DeliveryStatus,
-    EventType,
     User,
     WebhookEndpoint,
 )
 from webapp.models.accounts import ROTATION_GRACE, new_signing_secret
 from webapp.models.base import as_utc, isoformat, utcnow
 from webapp.request_values import invalid, parse_moment
+from webapp.scoring.vocabulary import EventType
 from webapp.services import audit
 from webapp.services.audit import Action
 from webapp.services.webhooks import bulkhead, events

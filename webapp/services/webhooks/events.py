@@ -24,28 +24,28 @@ from sqlalchemy.orm.util import identity_key
 from webapp import correlation
 from webapp.extensions import db
 from webapp.models import (
-    PROGRESS_MILESTONES,
     Assessment,
     AssessmentCallback,
-    AssessmentStatus,
     AttemptTrigger,
     Delivery,
     DeliveryStatus,
-    EventType,
     Operation,
-    OperationStatus,
-    OperationType,
     WebhookEndpoint,
     WebhookEvent,
 )
 from webapp.models.base import isoformat, utcnow
-from webapp.queues import WEBHOOKS_QUEUE, get_queue
+from webapp.queues import DELIVER_ALL_JOB, DELIVER_JOB, WEBHOOKS_QUEUE, get_queue
+from webapp.scoring.vocabulary import (
+    PROGRESS_MILESTONES,
+    AssessmentStatus,
+    EventType,
+    OperationStatus,
+    OperationType,
+)
 from webapp.services.webhooks.signing import new_webhook_id
 
 log = logging.getLogger(__name__)
 
-DELIVER_JOB = "worker.jobs.deliver"
-DELIVER_ALL_JOB = "worker.jobs.deliver_all"
 # Deliveries one transaction makes due now share a job, up to this many (see enqueue_after_commit).
 BATCH_MAX = 16
 SKIPPED_WHILE_DISABLED = "The endpoint was disabled when this event happened; recover sends it."

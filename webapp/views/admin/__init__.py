@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from flask import Blueprint, abort
 from flask_login import current_user, login_required
 
@@ -18,9 +21,6 @@ def require_admin():
 
 def _load_pages() -> None:
     """Import the page modules so their routes attach to `bp` (each module adds its own)."""
-    import importlib
-    import pkgutil
-
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
 

@@ -20,7 +20,8 @@ from wtforms.validators import InputRequired
 
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet
 from webapp.extensions import db
-from webapp.models import OperationStatus, QuestionSet, QuestionType
+from webapp.models import QuestionSet
+from webapp.scoring.vocabulary import OperationStatus, QuestionType
 from webapp.services import audit, generation
 from webapp.services.audit import Action
 from webapp.services.question_sets import list_question_sets

@@ -13,9 +13,10 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
 
 from webapp.errors import ScorelineError, ValidationFailed
-from webapp.models import EVENT_TYPE_DESCRIPTIONS, DeliveryStatus, ErrorClass, EventType
+from webapp.models import DeliveryStatus, ErrorClass
 from webapp.models.base import utcnow
 from webapp.request_values import parse_id
+from webapp.scoring.vocabulary import EVENT_TYPE_DESCRIPTIONS, EventType
 from webapp.services.webhooks import endpoints as service
 from webapp.views.admin import bp
 from webapp.views.presentation import STOP_POLLING, seconds_words
