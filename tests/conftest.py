@@ -51,7 +51,6 @@ from webapp.models import (
     ApiToken,
     Assessment,
     AssessmentCallback,
-    AssessmentStatus,
     Attempt,
     AuditEntry,
     Delivery,
@@ -59,19 +58,17 @@ from webapp.models import (
     IdempotencyKey,
     LlmCall,
     Operation,
-    OperationType,
     QuestionSet,
     Response,
     Role,
     Score,
-    Stage,
     StageRun,
-    StageStatus,
     User,
     WebhookEndpoint,
     WebhookEvent,
 )
 from webapp.queues import ensure_embedded_redis
+from webapp.scoring.vocabulary import AssessmentStatus, OperationType, Stage, StageStatus
 
 # One key seals signing secrets for every app this session builds and every worker it starts (they
 # inherit the environment); tests/test_secrets_at_rest.py builds apps with other keys on purpose.

@@ -30,20 +30,18 @@ from tests.support import (
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import (
-    AssessmentStatus,
     Attempt,
     AttemptTrigger,
     AuditEntry,
     Delivery,
-    EventType,
     Operation,
     QuestionSet,
-    Stage,
     WebhookEndpoint,
     WebhookEvent,
 )
 from webapp.models.base import utcnow
 from webapp.queues import get_queue
+from webapp.scoring.vocabulary import AssessmentStatus, EventType, Stage
 from webapp.services import progress
 from webapp.services.pipeline import STAGE_JOB
 from webapp.services.watchdog import reconcile
@@ -239,7 +237,11 @@ def test_a_failed_job_is_listed_and_requeue_runs_it_again(app, admin, worker, tm
     with app.app_context():
         registry = FailedJobRegistry(queue=get_queue("default"))
         assert job.id not in registry.get_job_ids()
-        wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED)
+        wait_for(
+            lambda: job.get_status(refresh=True) == JobStatus.FINISHED,
+            20,
+            "the requeued job to finish",
+        )
     assert not path.exists()  # it really ran again, and this time succeeded
     follow = admin.get("/admin/operations")
     assert f"Job {job.id} is back on the default queue." in flashes(follow)
@@ -263,7 +265,11 @@ def test_requeue_all_puts_every_failed_job_of_a_queue_back(app, admin, worker, t
     assert response.status_code == 302
     with app.app_context():
         for job in jobs:
-            wait_for(lambda job=job: job.get_status(refresh=True) == JobStatus.FINISHED)
+            wait_for(
+                lambda job=job: job.get_status(refresh=True) == JobStatus.FINISHED,
+                20,
+                "the requeued job to finish",
+            )
     assert not any(path.exists() for path in paths)
 
 

@@ -9,8 +9,9 @@ from sqlalchemy import Select, func, select
 
 from webapp.errors import ValidationFailed
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, Operation, OperationType, QuestionSet, User
+from webapp.models import Assessment, Operation, QuestionSet, User
 from webapp.request_values import parse_date, parse_id
+from webapp.scoring.vocabulary import AssessmentStatus, OperationType
 
 # The assessments table shows at most this many, newest first.
 ASSESSMENT_LIMIT = 100

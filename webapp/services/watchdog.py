@@ -21,17 +21,10 @@ from sqlalchemy import or_, select
 
 from webapp import metrics
 from webapp.extensions import db
-from webapp.models import (
-    HistoryEvent,
-    Operation,
-    OperationStatus,
-    OperationType,
-    Stage,
-    StageRun,
-    StageStatus,
-)
+from webapp.models import HistoryEvent, Operation, StageRun
 from webapp.models.base import as_utc, utcnow
 from webapp.queues import ALIVE, get_redis, popped_and_abandoned
+from webapp.scoring.vocabulary import OperationStatus, OperationType, Stage, StageStatus
 from webapp.services import generation, history, pipeline
 from webapp.services.webhooks.delivery import requeue_lost
 
