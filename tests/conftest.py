@@ -245,7 +245,7 @@ def tokens(app) -> dict[str, str]:
     return out
 
 
-# --- rows and sites some tests start from --------------------------------------------------
+# --- rows and sites some tests start from -----------------------------------------------------
 
 
 @pytest.fixture()
@@ -267,8 +267,8 @@ def account(app):
 def in_progress(app):
     """An assessment mid-pipeline, written straight to the database (no worker involved)."""
     with app.app_context():
-        student = db.session.query(User).filter_by(email="student@example.com").one()
-        qs = db.session.query(QuestionSet).filter_by(slug="python-basics").one()
+        student = db.session.scalar(select(User).where(User.email == STUDENT[0]))
+        qs = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == "python-basics"))
         assessment = Assessment(
             user_id=student.id, question_set_id=qs.id, status=AssessmentStatus.PROCESSING
         )
@@ -316,6 +316,7 @@ def admin_api(site, tokens):
 
 @pytest.fixture()
 def endpoint_id(admin_api) -> int:
+    """The id of a webhook endpoint the admin registered on `site`."""
     created = admin_api.post("/api/v1/webhook-endpoints", json={"url": "https://example.com/h"})
     assert created.status_code == 201, created.get_data(as_text=True)
     return created.get_json()["id"]

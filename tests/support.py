@@ -437,7 +437,7 @@ def failing_remove(app, path) -> Job:
 # --- waiting ----------------------------------------------------------------------------------
 
 
-def wait_for(predicate, timeout: float, what: str, explain=None):
+def wait_for(predicate, timeout: float = 20, what: str = "the condition", explain=None):
     """Poll until `predicate` is truthy; on timeout, say what `explain()` finds (if given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
