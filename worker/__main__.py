@@ -21,7 +21,6 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -122,7 +121,8 @@ class ScorelineWorker(Worker):
     They run as RQ's SimpleWorker runs every job, keeping RQ's job timeout (SIGALRM), while a
     thread keeps the heartbeats going. Anything else forks.
 
-    Only RQ's public hooks are overridden: execute_job, handle_warm_shutdown_request, heartbeat.
+    Only RQ's public methods are overridden: execute_job, handle_warm_shutdown_request,
+    dequeue_job_and_maintain_ttl and heartbeat.
     """
 
     in_process_queues = frozenset({WEBHOOKS_QUEUE})
@@ -177,6 +177,31 @@ class ScorelineWorker(Worker):
         self.asked_to_stop = True
         batch.STOP.set()
         super().handle_warm_shutdown_request()
+
+    def note_stop_request(self, signum: int, frame) -> None:
+        """The signal handler until RQ installs its own: note a warm shutdown, raise nothing.
+
+        (An exception raised from a signal handler during startup can land in code that
+        swallows it, a fork's at-fork hooks for one, and the stop would be lost.) A child forked
+        meanwhile (RQ's scheduler) inherits this handler until it sets its own: there the
+        signal does what it does by default, ending the child.
+        """
+        if os.getpid() != self.pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.handle_warm_shutdown_request()
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        """RQ's wait for the next job; a warm shutdown asked for at any time (during startup
+        too) ends the loop here instead, as RQ's own signal handler does while it waits.
+
+        (Checked after the loop's first maintenance pass, as RQ checks its own flag: a
+        scheduler process forked moments before can miss the SIGTERM that stops it.)
+        """
+        if self.asked_to_stop:
+            raise StopRequested()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def drain_ready(self, attempts: int = 3) -> int:
         """Enqueue dependents RQ moved to "ready" but did not get onto their queue.
@@ -260,16 +285,14 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
             continue
-        # RQ installs these handlers only once it has registered and started its scheduler, so
-        # a SIGTERM sent as soon as the worker shows up in Redis (as a supervisor or a test may
-        # do) would kill it outright. The same handler, from now on: a stop asked for during
-        # startup raises StopRequested out of work() (warm shutdown, exit 0).
-        signal.signal(signal.SIGTERM, worker.request_stop)
-        signal.signal(signal.SIGINT, worker.request_stop)
+        # RQ installs its SIGTERM/SIGINT handlers only once it has registered and started its
+        # scheduler, so a signal sent as soon as the worker shows up in Redis (as a supervisor or
+        # a test may do) would kill it outright. Until then a signal is noted, and the work loop
+        # ends before it waits for a job (dequeue_job_and_maintain_ttl): a warm shutdown, exit 0.
+        signal.signal(signal.SIGTERM, worker.note_stop_request)
+        signal.signal(signal.SIGINT, worker.note_stop_request)
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
-        except StopRequested:
-            _quietly(worker.teardown)
         except redis.ConnectionError:
             log.warning("worker: Redis connection lost", exc_info=True)
         if burst or worker.asked_to_stop:
@@ -277,14 +300,6 @@ def work_until_stopped(app: Flask, *, burst: bool, name: str | None) -> None:
         log.warning("worker: stopped without being asked to (Redis gone?); again in %.0f s", delay)
         time.sleep(delay)
         delay = min(delay * 2, 30.0)
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    """Run a goodbye to Redis that may fail (Redis gone): the process exits either way."""
-    try:
-        action()
-    except redis.RedisError:
-        log.warning("worker: could not unregister (Redis unreachable)")
 
 
 # Each cron job: the function, the setting holding its interval, and its RQ job options.
