@@ -42,12 +42,14 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
 from webapp.models import (
     Assessment,
     Operation,
     OperationStatus,
+    QuestionSet,
     QuestionType,
     Stage,
     StageRun,
@@ -60,10 +62,16 @@ from webapp.scoring.rubric import score_essay_offline
 from webapp.services import progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import usage
-from webapp.services.llm.breaker import CircuitBreaker, Permission
-from webapp.services.llm.calls import CallResult, Outcome, estimate_tokens, notify, score_once
+from webapp.services.llm.breaker import Permission
+from webapp.services.llm.calls import (
+    CallResult,
+    Outcome,
+    Provider,
+    essay_tokens,
+    notify,
+    score_once,
+)
 from webapp.services.llm.leaders import LeaderSlots, SlotKeeper
-from webapp.services.llm.rate_limit import FleetLimiter
 from webapp.services.scores import replace_stage_scores
 
 log = logging.getLogger(__name__)
@@ -89,14 +97,14 @@ def enabled() -> bool:
     return bool(current_app.config.get("OPENAI_API_KEY"))
 
 
-FinishedHook = Callable[[Operation], None]
+FinishedHook = Callable[[list[Operation]], None]
 
 
 def run_gpt_job(stage_run_id: int, job_id: str | None, on_finished: FinishedHook) -> None:
     """A gpt stage job: lead a batch, or hand this run to the batch that leads.
 
-    `on_finished(operation)` runs after each gpt stage run is written (the pipeline enqueues
-    fusion there when rag is done too).
+    `on_finished(operations)` runs after gpt stage runs are written, with their operations (the
+    pipeline enqueues fusion there for those whose rag is done too).
     """
     job_id = job_id or f"local-{secrets.token_hex(4)}"
     slots = LeaderSlots(get_redis(), current_app.config["LLM_BATCHES"])
@@ -142,6 +150,12 @@ def _lead(batch: Batch, key: str) -> None:
 
 
 _WAITING = (StageStatus.QUEUED, StageStatus.IN_PROGRESS)
+# Loaded with the runs a batch claims or writes, so nothing is lazily loaded one run at a time.
+_WITH_SIBLINGS = selectinload(StageRun.operation).selectinload(Operation.stage_runs)
+_WITH_ANSWERS = (
+    selectinload(Assessment.responses),
+    selectinload(Assessment.question_set).selectinload(QuestionSet.questions),
+)
 
 
 def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None:
@@ -235,28 +249,16 @@ class Batch:
     """The leader's loop: claim, send within the limits, record, finish runs."""
 
     def __init__(self, job_id: str, slots: LeaderSlots, on_finished: FinishedHook) -> None:
-        import openai
-
         config = current_app.config
         self.job_id = job_id
         self.slots = slots
         self.on_finished = on_finished
-        self.model = config["OPENAI_MODEL"]
-        self.timeout = config["OPENAI_TIMEOUT"]
         self.max_retries = config["OPENAI_MAX_RETRIES"]
         self.max_wait = config["LLM_MAX_WAIT"]
         self.concurrency = max(1, config["LLM_CONCURRENCY"])
-        self.client = openai.OpenAI(
-            api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
-        )
-        connection = get_redis()
-        self.limiter = FleetLimiter(connection, config["OPENAI_RPM"], config["OPENAI_TPM"])
-        self.breaker = CircuitBreaker(
-            connection,
-            failures=config["LLM_BREAKER_FAILURES"],
-            cooldown=config["LLM_BREAKER_COOLDOWN"],
-            probe_timeout=self.timeout + 5,
-        )
+        provider = Provider.from_config(config, get_redis())
+        self.client, self.model, self.timeout = provider.client, provider.model, provider.timeout
+        self.limiter, self.breaker = provider.limiter, provider.breaker
         self.deadline = time.monotonic() + config["LLM_BATCH_SECONDS"]
         self.pending: deque[Task] = deque()
         self.in_flight: dict[Future, Task] = {}
@@ -402,16 +404,25 @@ class Batch:
             select(StageRun)
             .where(StageRun.id.in_(chosen), StageRun.job_id == self.job_id)
             .order_by(StageRun.id)
+            .options(_WITH_SIBLINGS)
             .execution_options(populate_existing=True)
         ).all()
+        # Their assessments with answers and questions in three queries, not three per run.
+        assessments = {
+            a.id: a
+            for a in db.session.scalars(
+                select(Assessment)
+                .where(Assessment.id.in_({run.operation.assessment_id for run in mine}))
+                .options(*_WITH_ANSWERS)
+            )
+        }
         for run in mine:
-            self._start(run)
+            self._start(run, assessments[run.operation.assessment_id])
         db.session.commit()
 
-    def _start(self, run: StageRun) -> None:
+    def _start(self, run: StageRun, assessment: Assessment) -> None:
         """Load a claimed run's essays, restore what an earlier batch scored, queue the rest."""
         run_id = run.id
-        assessment = db.session.get(Assessment, run.operation.assessment_id)
         essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
         partial = (run.result or {}).get("partial", {})
         work = RunWork(
@@ -431,7 +442,7 @@ class Batch:
             if not essay.answered:  # a blank answer needs no call: zero on every dimension
                 work.results[essay.id] = essay_result(essay, score_essay_offline("", (), ""))
             else:
-                self.pending.append(Task(run_id, essay, estimate_tokens(essay)))
+                self.pending.append(Task(run_id, essay, essay_tokens(essay)))
         if work.done:
             self.dirty.add(run_id)
 
@@ -534,6 +545,7 @@ class Batch:
             for run in db.session.scalars(
                 select(StageRun)
                 .where(StageRun.id.in_(ids))
+                .options(_WITH_SIBLINGS)
                 .execution_options(populate_existing=True)
             )
         }
@@ -555,7 +567,7 @@ class Batch:
         db.session.commit()
         for run in finished:
             self.work.pop(run.id, None)
-            self.on_finished(run.operation)
+        self.on_finished([run.operation for run in finished])
 
     def _forget(self, run_id: int) -> None:
         """Drop a run this batch no longer owns (the watchdog gave it a new job)."""
