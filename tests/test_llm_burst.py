@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from rq import Queue, Worker
@@ -22,6 +23,7 @@ from tests.test_pipeline import full_answers
 from webapp.extensions import db
 from webapp.models import LlmCall
 from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
 
@@ -198,6 +200,10 @@ def test_an_outage_pauses_llm_work_and_scoring_resumes_when_the_provider_is_back
     assert paused is not None, "never seen: breaker open, workers idle, the work scheduled"
     assert "LLM work is paused" in paused and "HTTP 503" in paused
     assert 'data-testid="llm-waiting" class="wh-bad">1<' in paused
+    with site.app.app_context():
+        watchdog = reconcile(grace=timedelta(0))
+    # gpt waits for the provider and fusion for gpt (the batch enqueues it): nothing is lost.
+    assert watchdog.repairs == [], watchdog
 
     statuses = finished(site, ids, timeout=60)
 

@@ -89,6 +89,10 @@ def new_job_id(run: StageRun) -> str:
 def enqueue_pipeline(operation: Operation) -> bool:
     """Enqueue gpt and rag in parallel and fusion after both (even if one fails).
 
+    With an OpenAI key, fusion is not enqueued here: gpt runs are scored in batches that end
+    long after the gpt job RQ knows of, so whichever of rag and the batch finishes last
+    enqueues it (start_fusions_if_ready), and no fusion job runs early only to step aside.
+
     Returns False, leaving the operation pending, when Redis is unreachable: the database is the
     source of truth and the watchdog enqueues it once Redis is back.
     """
@@ -108,6 +112,9 @@ def enqueue_stages(
     """
     runs = {run.name: run for run in operation.stage_runs}
     wanted = [stage for stage in WORKER_STAGES if stage in stages]
+    if Stage.GPT in wanted and llm_batch.enabled():
+        # gpt is scored in a batch: fusion is enqueued when the later of rag and gpt ends.
+        wanted = [stage for stage in wanted if stage != Stage.FUSION]
     # Ids are stored before enqueueing, so a worker that picks a job up at once finds its id.
     for stage in wanted:
         runs[stage].job_id = new_job_id(runs[stage])
@@ -321,6 +328,8 @@ def _run_rag(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     ensure_current(run, job_id)
     progress.complete_stage(run, {"recommendations": found})
     db.session.commit()
+    if llm_batch.enabled():  # fusion waits for whichever of rag and the gpt batch ends last
+        start_fusions_if_ready([run.operation])
 
 
 def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
