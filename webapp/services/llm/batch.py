@@ -90,6 +90,8 @@ CLAIM_CHUNK = 25
 # the batch's calls are sent from the same thread.
 FLUSH_EVERY = 0.5
 ALIVE = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED}
+# Job ids of jobs a batch handed unfinished runs to (the pipeline's are "stage-<run id>-...").
+HANDED_OVER = "gpt-resume-"
 
 
 def enabled() -> bool:
@@ -160,7 +162,7 @@ _WITH_ANSWERS = (
 
 def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None:
     """Give these runs (owned by `job_id`) to one fresh gpt job, now or after `delay` seconds."""
-    fresh = f"stage-{run_ids[0]}-{secrets.token_hex(4)}"
+    fresh = f"{HANDED_OVER}{run_ids[0]}-{secrets.token_hex(4)}"
     scoring = Queue(SCORING_QUEUE, connection=get_redis())
     options = {
         "job_id": fresh,
@@ -196,6 +198,26 @@ def _compare_and_set(stage_run_id: int, owner: str, new_owner: str) -> bool:
     ).rowcount
     db.session.commit()
     return changed == 1
+
+
+def _drop_queued_jobs(job_ids: list[str]) -> None:
+    """Take the gpt jobs of runs a batch just claimed off the queue, where no worker took them
+    yet: each would only find its run claimed and end (nothing waits on them: fusion is
+    enqueued by the batch). A job already started, or scheduled, runs and does nothing."""
+    if not job_ids:
+        return
+    connection = get_redis()
+    scoring = Queue(SCORING_QUEUE, connection=connection)
+    try:
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                scoring.remove(job_id, pipeline=pipe)
+            removed = pipe.execute()
+        dropped = [Job.key_for(job_id) for job_id, n in zip(job_ids, removed, strict=True) if n]
+        if dropped:
+            connection.delete(*dropped)
+    except redis.RedisError:
+        log.warning("could not take %d claimed gpt jobs off the queue", len(job_ids))
 
 
 def waits_for_gpt(operation: Operation) -> bool:
@@ -419,6 +441,9 @@ class Batch:
         for run in mine:
             self._start(run, assessments[run.operation.assessment_id])
         db.session.commit()
+        # The pipeline's own job of each run (one run each; a hand-over job may own several).
+        owners = dict(candidates)
+        _drop_queued_jobs([owners[r.id] for r in mine if owners[r.id].startswith(f"stage-{r.id}-")])
 
     def _start(self, run: StageRun, assessment: Assessment) -> None:
         """Load a claimed run's essays, restore what an earlier batch scored, queue the rest."""
