@@ -164,6 +164,10 @@ class Provider:
         client = openai.OpenAI(
             api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
         )
+        # The client imports its chat modules on first use: here, not between a call's turn at
+        # the limiter and its sending (a first call that lagged by that long arrived at the
+        # provider together with the next one's turn, and met a 429).
+        _ = client.chat.completions.with_raw_response
         breaker = CircuitBreaker(
             connection,
             failures=config["LLM_BREAKER_FAILURES"],
