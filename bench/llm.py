@@ -16,7 +16,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rq.suspension import resume, suspend
@@ -27,7 +27,7 @@ from bench.openai_double import OpenAICompatibleServer, ProviderLimits, schema_r
 from bench.report import Figure
 from bench.stack import Stack, free_port
 from webapp.extensions import db
-from webapp.models import Assessment
+from webapp.models import Assessment, Operation, StageRun
 from webapp.models.base import utcnow
 from webapp.queues import SCORING_QUEUE, get_redis
 from webapp.scoring.vocabulary import AssessmentStatus
@@ -53,6 +53,8 @@ class Burst:
     rate_limited: int
     max_in_flight: int
     outage: float = 0.0
+    # Seconds from the resume: first call sent, last call answered, last stage of each kind done.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def ideal(self) -> float:
@@ -184,6 +186,8 @@ def _burst(
     ).one()
     db.session.commit()
     stats = provider.stats
+    phases = _phases(ids, resumed_at, stats.timeline, provider.started)
+    _say(f"where the time went (s from the resume): {phases}")
     return Burst(
         assessments=count,
         rpm=rpm,
@@ -194,7 +198,34 @@ def _burst(
         rate_limited=stats.rate_limited,
         max_in_flight=stats.max_in_flight,
         outage=outage,
+        phases=phases,
     )
+
+
+def _phases(ids: list[int], resumed_at: datetime, timeline, clock_started: float) -> dict:
+    """When the provider saw its first and last call, and when each stage kind last finished,
+    in seconds from the resume; and the calls answered in each 5 s of the burst."""
+    offset = time.monotonic() - clock_started - (utcnow() - resumed_at).total_seconds()
+    phases: dict = {}
+    if timeline:
+        phases["first_call"] = round(min(t[0] for t in timeline) - offset, 1)
+        phases["last_answer"] = round(max(t[1] for t in timeline) - offset, 1)
+        buckets: dict[int, int] = {}
+        for _, answered, _status in timeline:
+            key = int((answered - offset) // 5) * 5
+            buckets[key] = buckets.get(key, 0) + 1
+        phases["answers_per_5s"] = dict(sorted(buckets.items()))
+    rows = db.session.execute(
+        select(StageRun.name, func.max(StageRun.completed_at))
+        .join(Operation, Operation.id == StageRun.operation_id)
+        .where(Operation.assessment_id.in_(ids))
+        .group_by(StageRun.name)
+    ).all()
+    db.session.commit()
+    for name, last in rows:
+        if last is not None and name != "rule_score":
+            phases[f"last_{name}"] = round((_aware(last) - resumed_at).total_seconds(), 1)
+    return phases
 
 
 def _park_waiting_workers() -> None:

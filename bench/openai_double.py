@@ -164,6 +164,9 @@ class Stats:
     max_in_flight: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    # (arrived, answered, status) of every call, seconds since the clock started: where a
+    # burst's time went (gaps between calls, how many were in flight when).
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)
 
 
 class OpenAICompatibleServer:
@@ -188,6 +191,7 @@ class OpenAICompatibleServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
+                arrived = time.monotonic()
                 status, headers, payload, delay = outer._answer(self.path, body)
                 if status == 0:  # a refused connection
                     self.close_connection = True
@@ -207,6 +211,9 @@ class OpenAICompatibleServer:
                 finally:
                     with outer._lock:
                         outer.stats.in_flight -= 1
+                        outer.stats.timeline.append(
+                            (arrived - outer.started, time.monotonic() - outer.started, status)
+                        )
 
             def log_message(self, *args):
                 pass

@@ -8,8 +8,8 @@ import re
 import secrets
 import time
 
-import openai
 import pytest
+import redis
 from sqlalchemy import delete, func, select
 
 from tests.openai_server import Reply, rubric_reply
@@ -29,6 +29,7 @@ from webapp.scoring.generation import (
 )
 from webapp.scoring.retrieval import DEFAULT_PATH, KnowledgeBase, default_knowledge_base
 from webapp.scoring.rubric import score_essay_offline
+from webapp.services.llm.calls import Gate, Provider
 
 pytestmark = pytest.mark.db
 
@@ -244,15 +245,37 @@ def question_reply(**answer) -> Reply:
     return rubric_reply(content=json.dumps(content))
 
 
-def writer_for(server, **kwargs) -> OpenAIQuestionWriter:
-    client = openai.OpenAI(api_key="test", base_url=server.base_url, max_retries=0)
-    return OpenAIQuestionWriter(client, "test-model", sleep=lambda _: None, **kwargs)
+def provider_for(server, connection: redis.Redis, rpm: int = 600) -> Provider:
+    """The provider as the worker builds it: the local server, the fleet's limiter and breaker."""
+    config = {
+        "OPENAI_API_KEY": "test",
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_MODEL": "test-model",
+        "OPENAI_TIMEOUT": 5.0,
+        "OPENAI_RPM": rpm,
+        "OPENAI_TPM": 1_000_000,
+        "LLM_BREAKER_FAILURES": 5,
+        "LLM_BREAKER_COOLDOWN": 0.5,
+    }
+    return Provider.from_config(config, connection)
 
 
-def test_openai_writer_turns_the_structured_answer_into_a_draft(openai_server):
+@pytest.fixture()
+def connection(redis_url) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+def writer_for(
+    server, connection, sleep=lambda _: None, provider: Provider | None = None, **kwargs
+) -> OpenAIQuestionWriter:
+    gate = Gate(provider or provider_for(server, connection))
+    return OpenAIQuestionWriter(gate.complete, "openai:test-model", sleep=sleep, **kwargs)
+
+
+def test_openai_writer_turns_the_structured_answer_into_a_draft(openai_server, connection):
     openai_server.default = question_reply()
 
-    draft = writer_for(openai_server).write(KB, "recursion", "theoretical")
+    draft = writer_for(openai_server, connection).write(KB, "recursion", "theoretical")
 
     assert draft.generator == "openai:test-model"
     assert draft.prompt == "What must every recursive function have so that it stops?"
@@ -264,21 +287,48 @@ def test_openai_writer_turns_the_structured_answer_into_a_draft(openai_server):
     assert "Thinking recursively" in sent["messages"][1]["content"]  # grounded in the sources
 
 
-def test_openai_writer_retries_an_answer_that_is_not_a_valid_question(openai_server):
+def test_openai_writer_retries_an_answer_that_is_not_a_valid_question(openai_server, connection):
     openai_server.then(question_reply(correct_index=7), question_reply(options=["same", "same"]))
     openai_server.default = question_reply()
 
-    draft = writer_for(openai_server).write(KB, "recursion", "theoretical")
+    draft = writer_for(openai_server, connection).write(KB, "recursion", "theoretical")
 
     assert draft.correct_option == "a"
     assert openai_server.count == 3
 
 
-def test_openai_writer_gives_up_with_a_stage_error(openai_server):
+def test_openai_writer_gives_up_with_a_stage_error(openai_server, connection):
     openai_server.default = Reply(status=503, body={"error": {"message": "busy"}})
     with pytest.raises(StageError, match=r"after 2 attempts \(HTTP 503\)"):
-        writer_for(openai_server, max_retries=1).write(KB, "caching", "essay")
+        writer_for(openai_server, connection, max_retries=1).write(KB, "caching", "essay")
     assert openai_server.count == 2
+
+
+def test_generation_waits_while_the_fleets_breaker_is_open_then_probes(openai_server, connection):
+    openai_server.default = question_reply()
+    breaker = provider_for(openai_server, connection).breaker
+    for _ in range(5):  # the essays' calls failed: the breaker is open for its cooldown
+        breaker.failed("HTTP 503")
+    started = time.monotonic()
+
+    draft = writer_for(openai_server, connection, sleep=time.sleep).write(
+        KB, "recursion", "theoretical"
+    )
+
+    assert draft.generator == "openai:test-model"
+    assert time.monotonic() - started >= 0.4  # no call before the cooldown (0.5 s) was over
+    assert openai_server.count == 1  # the one probe, which closed the breaker
+    assert breaker.state()["state"] == "closed"
+
+
+def test_generation_is_counted_against_the_fleets_rate_limit(openai_server, connection):
+    openai_server.default = question_reply()
+    provider = provider_for(openai_server, connection, rpm=60)  # one call a second, fleet-wide
+
+    writer_for(openai_server, connection, provider=provider).write(KB, "recursion", "theoretical")
+
+    assert provider.limiter.acquire([100]).count == 0  # this second's call was the generation's
+    assert openai_server.count == 1
 
 
 # --- the operations API, through a real worker -------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from rq import Queue, Worker
@@ -21,6 +22,7 @@ from tests.support import Api, WorkerProcess, app_on, full_answers, start_worker
 from webapp.extensions import db
 from webapp.models import LlmCall
 from webapp.queues import SCORING_QUEUE, get_redis
+from webapp.services.watchdog import reconcile
 
 pytestmark = pytest.mark.db
 
@@ -133,9 +135,11 @@ def test_a_burst_has_many_calls_in_flight_in_two_workers_and_its_cost_is_shown(l
 
 def test_two_batches_on_two_workers_stay_under_one_limit_together(llm_site):
     # Both workers gather (two batches), yet together they send at most two calls a second;
-    # the provider allows a hair more, for the network's jitter.
+    # the provider allows 30% more, for the jitter between a call's turn at the limiter and its
+    # arrival (a thread may wait 100-300 ms for the CPU on a loaded machine). Two limits that
+    # were not shared would send four a second.
     site = llm_site(
-        ProviderLimits(rpm=132, median_latency=0.05, latency_sigma=0.05),
+        ProviderLimits(rpm=156, median_latency=0.05, latency_sigma=0.05),
         OPENAI_RPM="120",
         LLM_BATCHES="2",
     )
@@ -143,14 +147,15 @@ def test_two_batches_on_two_workers_stay_under_one_limit_together(llm_site):
     statuses = finished(site, site.submit(5))
 
     assert_scored_by_the_model(site, statuses)
-    assert site.provider.stats.rate_limited == 0, site.provider.stats
+    assert site.provider.stats.rate_limited == 0, str(site.provider.stats.timeline)
     assert site.provider.stats.ok == 10
 
 
 def test_essays_are_scored_first_submitted_first_and_the_bar_moves_per_essay(llm_site):
-    # One call a second (the provider allows a hair more, for the network's jitter).
+    # One call a second (the provider allows 30% more, for the jitter between a call's turn and
+    # its arrival on a loaded machine).
     site = llm_site(
-        ProviderLimits(rpm=66, median_latency=0.05, latency_sigma=0.05), OPENAI_RPM="60"
+        ProviderLimits(rpm=78, median_latency=0.05, latency_sigma=0.05), OPENAI_RPM="60"
     )
 
     ids = site.submit(4)
@@ -165,7 +170,7 @@ def test_essays_are_scored_first_submitted_first_and_the_bar_moves_per_essay(llm
     statuses = finished(site, ids)
 
     assert_scored_by_the_model(site, statuses)
-    assert site.provider.stats.rate_limited == 0, site.provider.stats
+    assert site.provider.stats.rate_limited == 0, str(site.provider.stats.timeline)
     assert 50 in seen, f"the gpt bar should move per essay: {sorted(seen)}"
     done = [gpt_stage(s)["completed_at"] for s in statuses]
     assert done == sorted(done), "first submitted, first scored"
@@ -197,6 +202,10 @@ def test_an_outage_pauses_llm_work_and_scoring_resumes_when_the_provider_is_back
     assert paused is not None, "never seen: breaker open, workers idle, the work scheduled"
     assert "LLM work is paused" in paused and "HTTP 503" in paused
     assert 'data-testid="llm-waiting" class="wh-bad">1<' in paused
+    with site.app.app_context():
+        watchdog = reconcile(grace=timedelta(0))
+    # gpt waits for the provider and fusion for gpt (the batch enqueues it): nothing is lost.
+    assert watchdog.repairs == [], watchdog
 
     statuses = finished(site, ids, timeout=60)
 

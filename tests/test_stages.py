@@ -1,14 +1,14 @@
-"""Pure stage logic: rule score, fusion, and the OpenAI scorer against a real local server."""
+"""Pure stage logic: rule score, fusion, the offline essay scorer, rag's weak areas.
+
+Scoring essays with the OpenAI API is the batch's (tests/test_gpt_pipeline.py, test_llm_*.py)."""
 
 from __future__ import annotations
 
-import openai
 import pytest
 
-from tests.openai_server import Reply, rubric_reply
-from webapp.scoring.base import QuestionInput, StageError
+from webapp.scoring.base import QuestionInput
 from webapp.scoring.fusion import build_report
-from webapp.scoring.gpt import OfflineScorer, OpenAIScorer, score_essays
+from webapp.scoring.gpt import OfflineScorer, score_essays
 from webapp.scoring.rule_score import missing_question_ids, rule_score
 
 QUESTIONS = [
@@ -68,70 +68,6 @@ def test_offline_essay_points_follow_the_rubric_mean():
     assert result["points"] == pytest.approx(4.0 * result["mean"] / 10, abs=0.01)
     assert result["scorer"] == "offline-rubric-v1"
     assert seen == [100]
-
-
-def scorer_for(server, **kwargs) -> OpenAIScorer:
-    client = openai.OpenAI(api_key="test", base_url=server.base_url, max_retries=0)
-    sleeps: list[float] = []
-    scorer = OpenAIScorer(client, "test-model", sleep=sleeps.append, **kwargs)
-    scorer.sleeps = sleeps
-    return scorer
-
-
-ESSAY = QuestionInput(
-    id=1, type="essay", weight=4.0, prompt="Explain recursion.", answer="A base case."
-)
-
-
-def test_openai_scorer_parses_the_structured_answer(openai_server):
-    scorer = scorer_for(openai_server)
-    result = scorer.score(ESSAY)
-    assert result.scorer == "openai:test-model"
-    assert result.rubric["relevance"].score == 8
-    assert openai_server.count == 1
-    sent = openai_server.requests[0]["body"]
-    assert sent["response_format"]["type"] == "json_schema"
-    assert "A base case." in sent["messages"][1]["content"]
-
-
-def test_openai_scorer_honours_retry_after_on_429(openai_server):
-    openai_server.then(Reply(status=429, body={"error": {}}, headers={"Retry-After": "3"}))
-    scorer = scorer_for(openai_server)
-    assert scorer.score(ESSAY).rubric["depth"].score == 7
-    assert openai_server.count == 2
-    assert scorer.sleeps == [3.0]
-
-
-def test_openai_scorer_gives_up_after_retries_on_500(openai_server):
-    openai_server.default = Reply(status=500, body={"error": {"message": "down"}})
-    scorer = scorer_for(openai_server, max_retries=2)
-    with pytest.raises(StageError, match=r"after 3 attempts \(HTTP 500\)"):
-        scorer.score(ESSAY)
-    assert openai_server.count == 3
-    assert len(scorer.sleeps) == 2 and scorer.sleeps[1] > scorer.sleeps[0] * 0.5
-
-
-def test_openai_scorer_retries_malformed_json(openai_server):
-    openai_server.then(rubric_reply(content="{not json"))
-    scorer = scorer_for(openai_server)
-    assert scorer.score(ESSAY).rubric["clarity"].score == 9
-    assert openai_server.count == 2
-
-
-def test_openai_scorer_times_out_and_retries(openai_server):
-    slow = rubric_reply()
-    slow.delay = 1.5
-    openai_server.then(slow)
-    scorer = scorer_for(openai_server, timeout=0.3)
-    assert scorer.score(ESSAY).rubric["technical"].score == 6
-    assert openai_server.count == 2
-
-
-def test_openai_scorer_does_not_retry_a_400(openai_server):
-    openai_server.default = Reply(status=400, body={"error": {"message": "bad"}})
-    with pytest.raises(StageError, match="refused"):
-        scorer_for(openai_server).score(ESSAY)
-    assert openai_server.count == 1
 
 
 def test_rag_weak_areas_name_missed_topics_missing_concepts_and_weak_dimensions():

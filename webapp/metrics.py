@@ -144,7 +144,8 @@ def _define() -> None:
     )
     llm_requests = Counter(
         "llm_requests",
-        "LLM API calls by model and outcome (scored, rate_limited, outage, malformed, refused).",
+        "LLM API calls by model and outcome "
+        "(scored, answered, rate_limited, outage, malformed, refused).",
         ["model", "outcome"],
         namespace=NAMESPACE,
     )
@@ -202,8 +203,9 @@ def watchdog_repair(kind: str, count: int = 1) -> None:
 def llm_call(model: str, outcome: str, seconds: float | None = None) -> None:
     """One LLM API call ended with `outcome`; `seconds` when a request was actually made.
 
-    Outcomes (webapp.services.llm.calls.Outcome): scored, rate_limited (HTTP 429), outage (5xx,
-    timeout, refused connection), malformed (not a rubric), refused (any other 4xx).
+    Outcomes (webapp.services.llm.calls.Outcome): scored, answered (question generation),
+    rate_limited (HTTP 429), outage (5xx, timeout, refused connection), malformed (not a
+    rubric), refused (any other 4xx).
     """
     if _defined:
         llm_requests.labels(model, outcome).inc()

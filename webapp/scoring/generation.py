@@ -379,8 +379,8 @@ class _Brief:
 class OpenAIQuestionWriter(OpenAICaller):
     """Writes draft questions with the OpenAI chat API (structured output).
 
-    It reuses OpenAICaller's attempt loop: the per-call timeout, exponential backoff with
-    jitter, `Retry-After`, and the bounds on attempts and total time. Each attempt is `_ask`.
+    It reuses OpenAICaller's attempt loop: exponential backoff with jitter, `Retry-After`, and
+    the bounds on attempts and total time. Each attempt is `_ask`.
     """
 
     def write(

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from webapp.scoring.base import ProgressCallback, QuestionInput, StageError, no_progress
 from webapp.scoring.rubric import EssayScore, score_essay_offline
@@ -43,25 +43,9 @@ SYSTEM_PROMPT = (
 )
 
 
-def openai_client(api_key: str, base_url: str | None):
-    """An `openai.OpenAI` client that never retries by itself (OpenAICaller's retries are
-    bounded and honour Retry-After). `openai` is imported here, on first use: it takes about
-    0.7 s, which a process with no key, or one that never scores, should not pay."""
-    import openai
-
-    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
-
-
-class EssayScorer(Protocol):
-    """Scores one essay answer on the rubric."""
-
-    name: str
-
-    def score(self, essay: QuestionInput) -> EssayScore: ...
-
-
 class OfflineScorer:
-    """The deterministic offline rubric scorer, used when no OpenAI key is configured."""
+    """The deterministic offline rubric scorer (the gpt stage with no OpenAI key; with a key,
+    essays are scored in batches: webapp.services.llm.batch)."""
 
     def __init__(self) -> None:
         self.name = score_essay_offline("", (), "").scorer
@@ -71,34 +55,36 @@ class OfflineScorer:
         return score_essay_offline(essay.prompt, essay.key_concepts, essay.answer)
 
 
-class OpenAICaller:
-    """Structured-output calls to the OpenAI chat API with bounded retries.
+# One structured-output request: (messages, schema name, schema) -> the answer's content.
+# Raises Retryable for a failure worth another attempt, StageError for a refusal.
+Complete = Callable[[list[dict], str, dict], str]
 
-    One attempt is one call with a per-call timeout; 429, 5xx, timeouts, connection errors and
-    answers that fail validation are retried with exponential backoff and jitter, honouring the
-    server's Retry-After, bounded in count and in total time. Other refusals end at once.
+
+class OpenAICaller:
+    """Bounded retries around one structured-output request to the OpenAI chat API.
+
+    `complete` makes one attempt (webapp.services.llm.calls.Gate: the fleet's rate limiter and
+    circuit breaker, then the call). A Retryable failure is retried with exponential backoff and
+    jitter, or after the wait it names (Retry-After, the breaker's cooldown), bounded in count
+    and in total time.
     """
 
     def __init__(
         self,
-        client,
-        model: str,
+        complete: Complete,
+        name: str,
         *,
         max_retries: int = 4,
-        timeout: float = 30.0,
         max_total_seconds: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self.client = client
-        self.model = model
-        self.name = f"openai:{model}"
+        self.complete = complete
+        self.name = name
         self.max_retries = max_retries
-        self.timeout = timeout
         self.max_total_seconds = max_total_seconds
         self.sleep = sleep
         self.rng = rng or random.Random()
-        self.calls = 0
 
     def with_retries(self, attempt_once: Callable[[], T]) -> T:
         """Run `attempt_once` until it succeeds, raises StageError, or the retry budget is spent."""
@@ -120,54 +106,11 @@ class OpenAICaller:
             f"attempt{'s' if attempt else ''} ({last_problem})."
         )
 
-    def complete(self, messages: list[dict], name: str, schema: dict) -> str:
-        """One structured-output call: the message content, or Retryable / StageError."""
-        import openai
-
-        self.calls += 1
-        try:
-            completion = self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {"name": name, "strict": True, "schema": schema},
-                },
-                temperature=0,
-                timeout=self.timeout,
-            )
-        except openai.APITimeoutError as exc:
-            raise Retryable(f"timed out after {self.timeout:g}s") from exc
-        except openai.APIConnectionError as exc:
-            raise Retryable(f"connection failed: {exc}") from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code == 429 or exc.status_code >= 500:
-                raise Retryable(
-                    f"HTTP {exc.status_code}", _retry_after(exc.response.headers)
-                ) from exc
-            raise StageError(
-                f"The OpenAI API refused the request (HTTP {exc.status_code})."
-            ) from exc
-        return (completion.choices[0].message.content or "") if completion.choices else ""
-
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter, or the server's Retry-After within bounds."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), 60.0)
         return min(30.0, 0.5 * 2**attempt) * self.rng.uniform(0.5, 1.5)
-
-
-class OpenAIScorer(OpenAICaller):
-    """Scores essays on the rubric with the OpenAI chat API."""
-
-    def score(self, essay: QuestionInput) -> EssayScore:
-        """A validated rubric for one essay, or StageError once retries are spent."""
-        return self.with_retries(lambda: self._ask(essay))
-
-    def _ask(self, essay: QuestionInput) -> EssayScore:
-        """One call; an answer that is not a valid rubric is worth another attempt."""
-        content = self.complete(rubric_messages(essay), "rubric", RUBRIC_SCHEMA)
-        return parse_rubric(content, self.name)
 
 
 def rubric_messages(essay: QuestionInput) -> list[dict]:
@@ -199,18 +142,6 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(headers) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds form), if present and sane."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw:
-            try:
-                return float(raw) * scale
-            except ValueError:
-                continue
-    return None
-
-
 def _user_message(essay: QuestionInput) -> str:
     """The question, its key concepts and the student's answer, clearly delimited."""
     concepts = ", ".join(essay.key_concepts) or "(none listed)"
@@ -222,7 +153,7 @@ def _user_message(essay: QuestionInput) -> str:
 
 def score_essays(
     essays: Sequence[QuestionInput],
-    scorer: EssayScorer,
+    scorer: OfflineScorer,
     on_progress: ProgressCallback = no_progress,
 ) -> list[dict]:
     """Score each essay, reporting progress after each; returns one result per essay."""

@@ -17,12 +17,13 @@ from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
 from webapp.extensions import db
 from webapp.models import Operation, Question, QuestionSet, User
 from webapp.queues import DEFAULT_QUEUE, GENERATION_JOB, get_redis
-from webapp.scoring import generation, gpt
+from webapp.scoring import generation
 from webapp.scoring.base import StageError
 from webapp.scoring.retrieval import default_knowledge_base
 from webapp.scoring.vocabulary import OperationStatus, OperationType
 from webapp.services import audit, history
 from webapp.services.audit import Action
+from webapp.services.llm.calls import Gate, Provider
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +182,12 @@ def _generate(params: GenerationParams, on_progress) -> generation.DraftQuestion
     config = current_app.config
     if not config.get("OPENAI_API_KEY"):
         return generation.generate_offline(kb, params.topic, params.question_type, on_progress)
-    client = gpt.openai_client(config["OPENAI_API_KEY"], config.get("OPENAI_BASE_URL"))
+    # Through the fleet's rate limiter and circuit breaker, like every call to the provider.
+    gate = Gate(Provider.from_config(config, get_redis()))
     writer = generation.OpenAIQuestionWriter(
-        client,
-        config["OPENAI_MODEL"],
+        gate.complete,
+        f"openai:{config['OPENAI_MODEL']}",
         max_retries=config["OPENAI_MAX_RETRIES"],
-        timeout=config["OPENAI_TIMEOUT"],
     )
     return writer.write(kb, params.topic, params.question_type, on_progress)
 

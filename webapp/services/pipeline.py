@@ -7,7 +7,6 @@ import secrets
 import time
 
 import redis
-from flask import current_app
 from rq import Queue
 from rq.job import Dependency
 from sqlalchemy import select, update
@@ -85,6 +84,10 @@ def new_job_id(run: StageRun) -> str:
 def enqueue_pipeline(operation: Operation) -> bool:
     """Enqueue gpt and rag in parallel and fusion after both (even if one fails).
 
+    With an OpenAI key, fusion is not enqueued here: gpt runs are scored in batches that end
+    long after the gpt job RQ knows of, so whichever of rag and the batch finishes last
+    enqueues it (start_fusions_if_ready), and no fusion job runs early only to step aside.
+
     Returns False, leaving the operation pending, when Redis is unreachable: the database is the
     source of truth and the watchdog enqueues it once Redis is back.
     """
@@ -104,6 +107,9 @@ def enqueue_stages(
     """
     runs = {run.name: run for run in operation.stage_runs}
     wanted = [stage for stage in WORKER_STAGES if stage in stages]
+    if Stage.GPT in wanted and llm_batch.enabled():
+        # gpt is scored in a batch: fusion is enqueued when the later of rag and gpt ends.
+        wanted = [stage for stage in wanted if stage != Stage.FUSION]
     # Ids are stored before enqueueing, so a worker that picks a job up at once finds its id.
     for stage in wanted:
         runs[stage].job_id = new_job_id(runs[stage])
@@ -129,8 +135,15 @@ def enqueue_stages(
     return True
 
 
-def _enqueue(queue: Queue, run: StageRun, meta: dict, depends_on: Dependency | None = None):
-    """Put one stage run's job on the queue; `meta` carries the correlation ids to the worker."""
+def _enqueue(
+    queue: Queue,
+    run: StageRun,
+    meta: dict,
+    depends_on: Dependency | None = None,
+    pipeline=None,
+):
+    """Put one stage run's job on the queue; `meta` carries the correlation ids to the worker.
+    With `pipeline`, the job is enqueued when the caller executes it."""
     return queue.enqueue(
         STAGE_JOB,
         run.id,
@@ -139,6 +152,7 @@ def _enqueue(queue: Queue, run: StageRun, meta: dict, depends_on: Dependency | N
         job_timeout=JOB_TIMEOUTS[Stage(run.name)],
         depends_on=depends_on,
         description=f"{run.name} for operation {run.operation_id}",
+        pipeline=pipeline,
     )
 
 
@@ -195,7 +209,7 @@ def _run_stage_once(stage_run_id: int, job_id: str | None, *, last_try: bool) ->
         # Gathered with other runs' essays (or handed to the job that gathers them).
         db.session.commit()
         try:
-            llm_batch.run_gpt_job(run.id, job_id, on_finished=start_fusion_if_ready)
+            llm_batch.run_gpt_job(run.id, job_id, on_finished=start_fusions_if_ready)
         except DBAPIError as exc:  # the batch's writes are all-or-nothing: it can start again
             if _is_disconnect(exc) and not last_try:
                 raise ConnectionLost(str(exc.orig)) from exc
@@ -287,28 +301,15 @@ def _fail(stage_run_id: int, error: str) -> None:
     db.session.commit()
 
 
-def essay_scorer() -> gpt.EssayScorer:
-    """The OpenAI scorer when a key is configured, else the offline rubric scorer."""
-    config = current_app.config
-    if not config.get("OPENAI_API_KEY"):
-        return gpt.OfflineScorer()
-    client = gpt.openai_client(config["OPENAI_API_KEY"], config.get("OPENAI_BASE_URL"))
-    return gpt.OpenAIScorer(
-        client,
-        config["OPENAI_MODEL"],
-        max_retries=config["OPENAI_MAX_RETRIES"],
-        timeout=config["OPENAI_TIMEOUT"],
-    )
-
-
 def _run_gpt(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
-    """Score every essay on the rubric, with progress per essay."""
+    """Score every essay on the offline rubric, with progress per essay (with an OpenAI key,
+    gpt runs are scored in batches instead: webapp.services.llm.batch)."""
     essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
     if not essays:
         progress.complete_stage(run, {"essays": [], "scorer": None}, skipped=True)
         db.session.commit()
         return
-    scorer = essay_scorer()
+    scorer = gpt.OfflineScorer()
     results = gpt.score_essays(essays, scorer, progress_reporter(run))
     ensure_current(run, job_id)
     replace_stage_scores(run.operation_id, Stage.GPT, results)
@@ -322,6 +323,8 @@ def _run_rag(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
     ensure_current(run, job_id)
     progress.complete_stage(run, {"recommendations": found})
     db.session.commit()
+    if llm_batch.enabled():  # fusion waits for whichever of rag and the gpt batch ends last
+        start_fusions_if_ready([run.operation])
 
 
 def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> None:
@@ -373,14 +376,55 @@ def _run_fusion(run: StageRun, assessment: Assessment, job_id: str | None) -> No
     db.session.commit()
 
 
-def start_fusion_if_ready(operation: Operation) -> None:
-    """Enqueue fusion once gpt and rag are both finished and fusion is not (a gathered gpt
-    stage ends after the job fusion depends on in RQ)."""
-    db.session.refresh(operation, attribute_names=["stage_runs"])
-    runs = {run.name: run for run in operation.stage_runs}
-    upstream_done = all(StageStatus(runs[s].status).finished for s in (Stage.GPT, Stage.RAG))
-    if upstream_done and not StageStatus(runs[Stage.FUSION].status).finished:
-        enqueue_stages(operation, [Stage.FUSION])
+def start_fusions_if_ready(operations: list[Operation]) -> None:
+    """Enqueue fusion of each operation whose gpt and rag are both finished and fusion is not
+    (a gathered gpt stage ends after the job fusion depends on in RQ).
+
+    A gpt batch finishes many runs at once: their fusions are enqueued together, with one
+    commit before and one after, and one Redis round trip.
+    """
+    if not operations:
+        return
+    ids = [operation.id for operation in operations]
+    runs: dict[int, dict[str, StageRun]] = {}
+    assessment_ids: dict[int, int] = {}
+    for run, assessment_id in db.session.execute(
+        select(StageRun, Operation.assessment_id)
+        .join(Operation, Operation.id == StageRun.operation_id)
+        .where(StageRun.operation_id.in_(ids))
+        .execution_options(populate_existing=True)
+    ):
+        runs.setdefault(run.operation_id, {})[run.name] = run
+        assessment_ids[run.operation_id] = assessment_id
+    ready = [
+        by_name[Stage.FUSION]
+        for by_name in runs.values()
+        if all(StageStatus(by_name[s].status).finished for s in (Stage.GPT, Stage.RAG))
+        and not StageStatus(by_name[Stage.FUSION].status).finished
+    ]
+    if not ready:
+        db.session.commit()
+        return
+    for run in ready:
+        run.job_id = new_job_id(run)
+        run.enqueued_at = None
+    db.session.commit()
+    queue = Queue(SCORING_QUEUE, connection=get_redis())
+    try:
+        with get_redis().pipeline() as pipe:
+            for run in ready:
+                meta = correlation.job_meta(
+                    assessment_id=assessment_ids[run.operation_id], operation_id=run.operation_id
+                )
+                _enqueue(queue, run, meta, pipeline=pipe)
+            pipe.execute()
+    except redis.RedisError:
+        log.warning("Redis unreachable; %d fusions wait for the watchdog", len(ready))
+        return
+    now = utcnow()
+    for run in ready:
+        run.enqueued_at = now
+    db.session.commit()
 
 
 def _finish(operation: Operation, *, report: dict | None, error: str | None) -> None:

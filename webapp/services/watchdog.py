@@ -36,6 +36,7 @@ GRACE = timedelta(seconds=10)
 MAX_REPAIRS = 3
 REPAIR_MESSAGE = "Re-enqueued by the watchdog"
 GAVE_UP_MESSAGE = f"Gave up after {MAX_REPAIRS} restarts"
+NEVER_ENQUEUED = "never enqueued"
 
 
 @dataclass
@@ -156,14 +157,22 @@ def _repair(operation: Operation, connection, live_workers: set[str], cutoff) ->
         reason = _why_lost(run, connection, live_workers, cutoff)
         if reason:
             lost[Stage(run.name)] = reason
+    upstream_at_work = [
+        stage
+        for stage in (Stage.GPT, Stage.RAG)
+        if stage not in lost and _unfinished(operation, stage)
+    ]
     if (
         Stage.FUSION in lost
-        and Stage.GPT not in lost
-        and _unfinished(operation, Stage.GPT)
-        and lost[Stage.FUSION].endswith(f"as {JobStatus.FINISHED} without finishing the stage")
+        and upstream_at_work
+        and (
+            lost[Stage.FUSION].endswith(f"as {JobStatus.FINISHED} without finishing the stage")
+            or lost[Stage.FUSION] == NEVER_ENQUEUED
+        )
     ):
-        # Fusion found gpt still being scored in a batch and stepped aside; the batch enqueues
-        # it when gpt is done (webapp.services.llm.batch). Nothing is lost.
+        # With an API key, gpt is scored in a batch and fusion is enqueued by the later of rag
+        # and the batch (webapp.services.pipeline.start_fusions_if_ready); a fusion job that
+        # ran earlier found gpt unfinished and stepped aside. Nothing is lost while they work.
         lost.pop(Stage.FUSION)
     if not lost:
         return None
@@ -229,7 +238,7 @@ def _unfinished(operation: Operation, stage: Stage) -> bool:
 def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str | None:
     """Why this stage's job can no longer finish it, or None while it still can."""
     if run.job_id is None or run.enqueued_at is None:
-        return "never enqueued" if run.updated_at < cutoff else None
+        return NEVER_ENQUEUED if run.updated_at < cutoff else None
     try:
         job = Job.fetch(run.job_id, connection=connection)
     except NoSuchJobError:

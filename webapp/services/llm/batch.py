@@ -42,9 +42,10 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from webapp.extensions import db
-from webapp.models import Assessment, Operation, StageRun
+from webapp.models import Assessment, Operation, QuestionSet, StageRun
 from webapp.queues import ALIVE, SCORING_QUEUE, STAGE_JOB, get_redis
 from webapp.scoring.base import QuestionInput
 from webapp.scoring.gpt import essay_result
@@ -53,10 +54,16 @@ from webapp.scoring.vocabulary import OperationStatus, QuestionType, Stage, Stag
 from webapp.services import progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import usage
-from webapp.services.llm.breaker import CircuitBreaker, Permission
-from webapp.services.llm.calls import CallResult, Outcome, estimate_tokens, notify, score_once
+from webapp.services.llm.breaker import Permission
+from webapp.services.llm.calls import (
+    CallResult,
+    Outcome,
+    Provider,
+    essay_tokens,
+    notify,
+    score_once,
+)
 from webapp.services.llm.leaders import LeaderSlots, SlotKeeper
-from webapp.services.llm.rate_limit import FleetLimiter
 from webapp.services.scores import replace_stage_scores
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,8 @@ CLAIM_CHUNK = 25
 # the bars still move per essay). On SQLite every commit waits for the one writer's lock, and
 # the batch's calls are sent from the same thread.
 FLUSH_EVERY = 0.5
+# Job ids of jobs a batch handed unfinished runs to (the pipeline's are "stage-<run id>-...").
+HANDED_OVER = "gpt-resume-"
 
 
 def enabled() -> bool:
@@ -80,14 +89,14 @@ def enabled() -> bool:
     return bool(current_app.config.get("OPENAI_API_KEY"))
 
 
-FinishedHook = Callable[[Operation], None]
+FinishedHook = Callable[[list[Operation]], None]
 
 
 def run_gpt_job(stage_run_id: int, job_id: str | None, on_finished: FinishedHook) -> None:
     """A gpt stage job: lead a batch, or hand this run to the batch that leads.
 
-    `on_finished(operation)` runs after each gpt stage run is written (the pipeline enqueues
-    fusion there when rag is done too).
+    `on_finished(operations)` runs after gpt stage runs are written, with their operations (the
+    pipeline enqueues fusion there for those whose rag is done too).
     """
     job_id = job_id or f"local-{secrets.token_hex(4)}"
     slots = LeaderSlots(get_redis(), current_app.config["LLM_BATCHES"])
@@ -133,11 +142,17 @@ def _lead(batch: Batch, key: str) -> None:
 
 
 _WAITING = (StageStatus.QUEUED, StageStatus.IN_PROGRESS)
+# Loaded with the runs a batch claims or writes, so nothing is lazily loaded one run at a time.
+_WITH_SIBLINGS = selectinload(StageRun.operation).selectinload(Operation.stage_runs)
+_WITH_ANSWERS = (
+    selectinload(Assessment.responses),
+    selectinload(Assessment.question_set).selectinload(QuestionSet.questions),
+)
 
 
 def hand_over(run_ids: list[int], job_id: str, delay: float = 0.0) -> str | None:
     """Give these runs (owned by `job_id`) to one fresh gpt job, now or after `delay` seconds."""
-    fresh = f"stage-{run_ids[0]}-{secrets.token_hex(4)}"
+    fresh = f"{HANDED_OVER}{run_ids[0]}-{secrets.token_hex(4)}"
     scoring = Queue(SCORING_QUEUE, connection=get_redis())
     options = {
         "job_id": fresh,
@@ -173,6 +188,26 @@ def _compare_and_set(stage_run_id: int, owner: str, new_owner: str) -> bool:
     ).rowcount
     db.session.commit()
     return changed == 1
+
+
+def _drop_queued_jobs(job_ids: list[str]) -> None:
+    """Take the gpt jobs of runs a batch just claimed off the queue, where no worker took them
+    yet: each would only find its run claimed and end (nothing waits on them: fusion is
+    enqueued by the batch). A job already started, or scheduled, runs and does nothing."""
+    if not job_ids:
+        return
+    connection = get_redis()
+    scoring = Queue(SCORING_QUEUE, connection=connection)
+    try:
+        with connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                scoring.remove(job_id, pipeline=pipe)
+            removed = pipe.execute()
+        dropped = [Job.key_for(job_id) for job_id, n in zip(job_ids, removed, strict=True) if n]
+        if dropped:
+            connection.delete(*dropped)
+    except redis.RedisError:
+        log.warning("could not take %d claimed gpt jobs off the queue", len(job_ids))
 
 
 def waits_for_gpt(operation: Operation) -> bool:
@@ -226,28 +261,16 @@ class Batch:
     """The leader's loop: claim, send within the limits, record, finish runs."""
 
     def __init__(self, job_id: str, slots: LeaderSlots, on_finished: FinishedHook) -> None:
-        import openai
-
         config = current_app.config
         self.job_id = job_id
         self.slots = slots
         self.on_finished = on_finished
-        self.model = config["OPENAI_MODEL"]
-        self.timeout = config["OPENAI_TIMEOUT"]
         self.max_retries = config["OPENAI_MAX_RETRIES"]
         self.max_wait = config["LLM_MAX_WAIT"]
         self.concurrency = max(1, config["LLM_CONCURRENCY"])
-        self.client = openai.OpenAI(
-            api_key=config["OPENAI_API_KEY"], base_url=config.get("OPENAI_BASE_URL"), max_retries=0
-        )
-        connection = get_redis()
-        self.limiter = FleetLimiter(connection, config["OPENAI_RPM"], config["OPENAI_TPM"])
-        self.breaker = CircuitBreaker(
-            connection,
-            failures=config["LLM_BREAKER_FAILURES"],
-            cooldown=config["LLM_BREAKER_COOLDOWN"],
-            probe_timeout=self.timeout + 5,
-        )
+        provider = Provider.from_config(config, get_redis())
+        self.client, self.model, self.timeout = provider.client, provider.model, provider.timeout
+        self.limiter, self.breaker = provider.limiter, provider.breaker
         self.deadline = time.monotonic() + config["LLM_BATCH_SECONDS"]
         self.pending: deque[Task] = deque()
         self.in_flight: dict[Future, Task] = {}
@@ -393,16 +416,28 @@ class Batch:
             select(StageRun)
             .where(StageRun.id.in_(chosen), StageRun.job_id == self.job_id)
             .order_by(StageRun.id)
+            .options(_WITH_SIBLINGS)
             .execution_options(populate_existing=True)
         ).all()
+        # Their assessments with answers and questions in three queries, not three per run.
+        assessments = {
+            a.id: a
+            for a in db.session.scalars(
+                select(Assessment)
+                .where(Assessment.id.in_({run.operation.assessment_id for run in mine}))
+                .options(*_WITH_ANSWERS)
+            )
+        }
         for run in mine:
-            self._start(run)
+            self._start(run, assessments[run.operation.assessment_id])
         db.session.commit()
+        # The pipeline's own job of each run (one run each; a hand-over job may own several).
+        owners = dict(candidates)
+        _drop_queued_jobs([owners[r.id] for r in mine if owners[r.id].startswith(f"stage-{r.id}-")])
 
-    def _start(self, run: StageRun) -> None:
+    def _start(self, run: StageRun, assessment: Assessment) -> None:
         """Load a claimed run's essays, restore what an earlier batch scored, queue the rest."""
         run_id = run.id
-        assessment = db.session.get(Assessment, run.operation.assessment_id)
         essays = [q for q in question_inputs(assessment) if q.type == QuestionType.ESSAY]
         partial = (run.result or {}).get("partial", {})
         work = RunWork(
@@ -422,7 +457,7 @@ class Batch:
             if not essay.answered:  # a blank answer needs no call: zero on every dimension
                 work.results[essay.id] = essay_result(essay, score_essay_offline("", (), ""))
             else:
-                self.pending.append(Task(run_id, essay, estimate_tokens(essay)))
+                self.pending.append(Task(run_id, essay, essay_tokens(essay)))
         if work.done:
             self.dirty.add(run_id)
 
@@ -525,6 +560,7 @@ class Batch:
             for run in db.session.scalars(
                 select(StageRun)
                 .where(StageRun.id.in_(ids))
+                .options(_WITH_SIBLINGS)
                 .execution_options(populate_existing=True)
             )
         }
@@ -546,7 +582,7 @@ class Batch:
         db.session.commit()
         for run in finished:
             self.work.pop(run.id, None)
-            self.on_finished(run.operation)
+        self.on_finished([run.operation for run in finished])
 
     def _forget(self, run_id: int) -> None:
         """Drop a run this batch no longer owns (the watchdog gave it a new job)."""
