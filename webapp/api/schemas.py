@@ -18,6 +18,7 @@ from webapp.api.fields import (
     ClosedBody,
     Id,
     Out,
+    Params,
     PastMoment,
     StrictBool,
     StrictInt,
@@ -70,37 +71,37 @@ class Problem(Out):
 # --- path and query -------------------------------------------------------------------------------
 
 
-class AssessmentPath(Body):
+class AssessmentPath(Params):
     assessment_id: Id
 
 
-class OperationPath(Body):
+class OperationPath(Params):
     operation_id: Id
 
 
-class EndpointPath(Body):
+class EndpointPath(Params):
     endpoint_id: Id
 
 
-class DeliveryPath(Body):
+class DeliveryPath(Params):
     delivery_id: Id
 
 
-class AssessmentFilter(Body):
+class AssessmentFilter(Params):
     status: AssessmentStatus | None = None
 
 
-class RecentEventsQuery(Body):
+class RecentEventsQuery(Params):
     hours: whole_number(1, 720) = 24  # type: ignore[valid-type]
 
 
-class DeliveryFilter(Body):
+class DeliveryFilter(Params):
     status: DeliveryStatus | None = None
     event_type: EventType | None = None
     before: Id | None = Field(None, description="Older deliveries: the `next_before` of a page.")
 
 
-class AuditFilter(Body):
+class AuditFilter(Params):
     actor: text(254) | None = Field(  # type: ignore[valid-type]
         None, description="Part of the actor's email, matched literally (`%` and `_` too)."
     )
