@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypeAliasType
 
 from webapp.errors import ValidationFailed
-from webapp.models.base import utcnow
+from webapp.models.base import isoformat, utcnow
 from webapp.request_values import MAX_ID, parse_moment, parse_whole_number
 
 # PostgreSQL cannot store NUL; JSON Schema says so with a pattern. (Lone surrogates, which JSON
@@ -59,7 +59,12 @@ def whole_number(minimum: int, maximum: int) -> Any:
 
 # A record id: INTEGER columns hold up to 2**31 - 1 (the `<int:>` URL converter agrees).
 Id = whole_number(1, MAX_ID)
-Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+# A moment in an answer: `2025-01-31T12:00:00.000Z` (a datetime is written so).
+Timestamp = Annotated[
+    str,
+    Field(json_schema_extra={"format": "date-time"}),
+    BeforeValidator(lambda value: isoformat(value) if isinstance(value, datetime) else value),
+]
 
 
 def _not_in_future(moment: datetime) -> datetime:
@@ -109,6 +114,7 @@ class ClosedBody(BaseModel):
 
 
 class Out(BaseModel):
-    """A JSON answer: exactly these fields (a served field the document lacks fails the tests)."""
+    """A JSON answer: exactly these fields (a served field the document lacks fails the tests);
+    `model_validate(row)` reads them from a database row's attributes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", from_attributes=True)

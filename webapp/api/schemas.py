@@ -38,7 +38,6 @@ from webapp.models import (
     StageStatus,
 )
 from webapp.models.accounts import in_grace
-from webapp.models.base import isoformat
 from webapp.scoring import generation
 from webapp.scoring.retrieval import default_knowledge_base
 from webapp.services.assessments import MAX_ANSWER_LENGTH
@@ -46,6 +45,7 @@ from webapp.services.webhooks.endpoints import HEALTH_WINDOW, MAX_DESCRIPTION
 from webapp.services.webhooks.url_guard import MAX_URL_LENGTH
 
 Percent = Field(ge=0, le=100)
+Headers = Annotated[dict[str, str], BeforeValidator(lambda value: value or {})]
 
 
 def links(**parameters: tuple[str, list[str]]) -> dict:
@@ -233,20 +233,9 @@ class QuestionOut(Out):
     id: int
     type: QuestionType
     prompt: str
-    options: list[Option]
+    options: Annotated[list[Option], BeforeValidator(lambda value: value or [])]
     weight: float
     topic: str
-
-    @classmethod
-    def of(cls, question) -> QuestionOut:
-        return cls(
-            id=question.id,
-            type=question.type,
-            prompt=question.prompt,
-            options=question.options or [],
-            weight=question.weight,
-            topic=question.topic,
-        )
 
 
 class SavedAnswer(Out):
@@ -279,14 +268,11 @@ class AssessmentOut(Out):
             status=assessment.status,
             degraded=assessment.degraded,
             missing_question_ids=assessment.missing_question_ids or [],
-            created_at=isoformat(assessment.created_at),
-            submitted_at=isoformat(assessment.submitted_at),
-            completed_at=isoformat(assessment.completed_at),
-            responses=[
-                SavedAnswer(question_id=r.question_id, answer=r.answer)
-                for r in sorted(assessment.responses, key=lambda r: r.question_id)
-            ],
-            questions=None if questions is None else [QuestionOut.of(q) for q in questions],
+            created_at=assessment.created_at,
+            submitted_at=assessment.submitted_at,
+            completed_at=assessment.completed_at,
+            responses=sorted(assessment.responses, key=lambda r: r.question_id),
+            questions=questions,
         )
 
 
@@ -418,7 +404,7 @@ class HistoryEventOut(Out):
     @classmethod
     def of(cls, event) -> HistoryEventOut:
         return cls(
-            timestamp=isoformat(event.created_at),
+            timestamp=event.created_at,
             status=event.status,
             progress=event.progress,
             message=event.message,
@@ -474,8 +460,8 @@ class OperationOut(Out):
             result=operation.result if done and operation.error_message is None else None,
             error_message=operation.error_message if done else None,
             assessment_id=operation.assessment_id,
-            created_at=isoformat(operation.created_at),
-            updated_at=isoformat(operation.updated_at),
+            created_at=operation.created_at,
+            updated_at=operation.updated_at,
         )
 
 
@@ -498,7 +484,7 @@ class AuditEntryOut(Out):
     def of(cls, entry) -> AuditEntryOut:
         return cls(
             id=entry.id,
-            timestamp=isoformat(entry.created_at),
+            timestamp=entry.created_at,
             actor=Actor(id=entry.actor_id, email=entry.actor_email),
             action=entry.action,
             entity_type=entry.entity_type,
@@ -527,7 +513,7 @@ class EndpointHealth(Out):
     @classmethod
     def of(cls, health) -> EndpointHealth:
         return cls(
-            last_attempt_at=isoformat(health.last_attempt_at),
+            last_attempt_at=health.last_attempt_at,
             last_response_status=health.last_response_status,
             last_error=health.last_error,
             success_rate=health.success_rate,
@@ -535,7 +521,7 @@ class EndpointHealth(Out):
             succeeded=health.succeeded,
             failed=health.failed,
             waiting=health.waiting,
-            next_retry_at=isoformat(health.next_retry_at),
+            next_retry_at=health.next_retry_at,
         )
 
 
@@ -585,12 +571,12 @@ class EndpointOut(Out):
             event_types=list(endpoint.event_types or []),
             enabled=endpoint.enabled,
             disabled_reason=endpoint.disabled_reason,
-            disabled_at=isoformat(endpoint.disabled_at),
+            disabled_at=endpoint.disabled_at,
             secret=endpoint.secret,
-            previous_secret_expires_at=isoformat(grace_ends if in_grace(grace_ends) else None),
-            failing_since=isoformat(endpoint.failing_since),
-            created_at=isoformat(endpoint.created_at),
-            updated_at=isoformat(endpoint.updated_at),
+            previous_secret_expires_at=grace_ends if in_grace(grace_ends) else None,
+            failing_since=endpoint.failing_since,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at,
             health=EndpointHealth.of(health),
         )
 
@@ -605,30 +591,13 @@ class AttemptOut(Out):
     started_at: Timestamp
     duration_ms: int
     url: str
-    request_headers: dict[str, str] = Field(description="Signatures redacted.")
+    request_headers: Headers = Field(description="Signatures redacted.")
     response_status: int | None
-    response_headers: dict[str, str]
+    response_headers: Headers
     response_body: str | None = Field(description="The first 4 KB.")
     error: ErrorClass | None
     error_detail: str | None
     next_attempt_at: Timestamp | None
-
-    @classmethod
-    def of(cls, attempt) -> AttemptOut:
-        return cls(
-            number=attempt.number,
-            trigger=attempt.trigger,
-            started_at=isoformat(attempt.started_at),
-            duration_ms=attempt.duration_ms,
-            url=attempt.url,
-            request_headers=attempt.request_headers or {},
-            response_status=attempt.response_status,
-            response_headers=attempt.response_headers or {},
-            response_body=attempt.response_body,
-            error=attempt.error,
-            error_detail=attempt.error_detail,
-            next_attempt_at=isoformat(attempt.next_attempt_at),
-        )
 
 
 class DeliveryOut(Out):
@@ -673,13 +642,13 @@ class DeliveryOut(Out):
             assessment_id=event.assessment_id,
             sequence=event.sequence,
             attempt_count=delivery.attempt_count,
-            last_attempt_at=isoformat(delivery.last_attempt_at),
+            last_attempt_at=delivery.last_attempt_at,
             last_response_status=delivery.last_response_status,
             last_error=delivery.last_error,
-            next_attempt_at=isoformat(delivery.next_attempt_at),
-            created_at=isoformat(delivery.created_at),
+            next_attempt_at=delivery.next_attempt_at,
+            created_at=delivery.created_at,
             payload=event.payload(),
-            attempts=[AttemptOut.of(a) for a in delivery.attempts] if with_attempts else None,
+            attempts=delivery.attempts if with_attempts else None,
         )
 
 

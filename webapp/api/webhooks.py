@@ -22,7 +22,6 @@ from webapp.api.schemas import (
     Recovered,
     Recovery,
 )
-from webapp.models.base import isoformat
 from webapp.services.assessments import get_assessment
 from webapp.services.webhooks import endpoints as service
 
@@ -131,7 +130,7 @@ def recover_webhook_endpoint(path: EndpointPath, body: Recovery):
     found = service.recover(endpoint, body.since, current_user)
     return Recovered(
         endpoint_id=endpoint.id,
-        since=isoformat(body.since),
+        since=body.since,
         recovered=len(found),
         delivery_ids=[d.id for d in found],
     ).model_dump(mode="json"), 202
@@ -197,6 +196,6 @@ def register_assessment_webhook(path: AssessmentPath, body: CallbackRegistration
     return CallbackOut(
         assessment_id=assessment.id,
         webhook_url=callback.url,
-        registered_at=isoformat(callback.registered_at),
+        registered_at=callback.registered_at,
         signing_secret=assessment.user.signing_secret,
     ).model_dump(mode="json"), 201
