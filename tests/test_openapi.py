@@ -159,6 +159,63 @@ def test_problem_responses_match_the_problem_schema(client, tokens, document):
     assert set(problem["required"]) <= set(body)
 
 
+# --- answers every route shares -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("delete", "/api/v1/question-sets", {"GET"}),
+        ("put", "/api/v1/operations/1", {"GET"}),
+        ("post", "/api/v1/assessments/1", {"GET"}),
+    ],
+)
+def test_an_undeclared_method_is_405_problem_with_allow(client, tokens, method, path, allowed):
+    headers = {"Authorization": f"Bearer {tokens['admin']}"}
+    response = getattr(client, method)(path, headers=headers)
+    assert response.status_code == 405
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.get_json()["code"] == "METHOD_NOT_ALLOWED"
+    assert allowed <= {m.strip() for m in response.headers["Allow"].split(",")}
+
+
+def test_a_page_answers_405_with_allow_too(client):
+    response = client.open("/healthz", method="TRACE")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+
+
+def test_a_validation_error_lists_every_field_problem(client, tokens):
+    response = client.post(
+        "/api/v1/webhook-endpoints",
+        json={
+            "url": "https://example.com/hook",
+            "description": "x" * 501,
+            "enabled": "yes",
+            "event_types": "assessment.completed",
+            "colour": "blue",
+        },
+        headers={"Authorization": f"Bearer {tokens['admin']}"},
+    )
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert problem["code"] == "VALIDATION_ERROR"
+    fields = [error["field"] for error in problem["errors"]]
+    assert sorted(fields) == ["colour", "description", "enabled", "event_types"]
+    assert all(error["message"] for error in problem["errors"])
+
+
+def test_a_body_that_is_not_json_is_415(client, tokens):
+    response = client.post(
+        "/api/v1/assessments",
+        data="question_set=python-basics",
+        content_type="application/x-www-form-urlencoded",
+        headers={"Authorization": f"Bearer {tokens['student']}"},
+    )
+    assert response.status_code == 415
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
 # --- what schemathesis found once, kept fixed ---------------------------------------------------
 
 
