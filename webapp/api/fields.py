@@ -7,6 +7,7 @@ parser in `webapp.request_values` runs here too, so both answer with the same wo
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -82,8 +83,19 @@ PastMoment = Annotated[
 ]
 
 
+_PARAMS_SCHEMAS: dict[tuple, dict[str, Any]] = {}
+
+
 class Params(BaseModel):
     """Path or query parameters: unknown query parameters are ignored."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Cached: flask-openapi3 reads a query model's schema on every request (~10 ms)."""
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in _PARAMS_SCHEMAS:
+            _PARAMS_SCHEMAS[key] = super().model_json_schema(*args, **kwargs)
+        return copy.deepcopy(_PARAMS_SCHEMAS[key])
 
 
 NO_NUL_KEYS = {"propertyNames": {"pattern": NUL_FREE}}
