@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import redis
-from flask import Blueprint
+from flask_openapi3 import APIBlueprint
+from pydantic import BaseModel
 from rq import Worker
 from sqlalchemy import text
 
@@ -15,16 +17,37 @@ from webapp.secret_box import SecretsKeyError
 from webapp.services.sealed_secrets import newest_sealed_secrets_open
 
 log = logging.getLogger(__name__)
-bp = Blueprint("health", __name__)
+bp = APIBlueprint(
+    "health",
+    __name__,
+    operation_id_callback=lambda *, name, **_route: name,
+    abp_responses={"default": {"description": "An unexpected error (logged)."}},
+)
+ANYONE = [{}]  # no credentials needed
 
 
-@bp.get("/healthz")
+class Up(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Each check says `ok`, and when not, a `reason`."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, dict[str, bool | int | str]]
+
+
+@bp.get("/healthz", security=ANYONE, responses={200: Up})
 def healthz():
     """The process is up (no dependencies checked)."""
     return {"status": "ok"}
 
 
-@bp.get("/readyz")
+@bp.get(
+    "/readyz",
+    security=ANYONE,
+    responses={200: Readiness, 503: Readiness},
+)
 def readyz():
     """Database, Redis, at least one live worker and a SECRETS_KEY that opens the stored
     secrets; 503 with the reasons when any is missing."""
