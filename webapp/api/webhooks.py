@@ -9,12 +9,14 @@ from webapp.api import api_bp, json_body, require_admin
 from webapp.models.base import isoformat
 from webapp.request_values import parse_id
 from webapp.services.assessments import get_assessment
+from webapp.services.webhooks import callbacks, delivery_log
 from webapp.services.webhooks import endpoints as service
+from webapp.services.webhooks.health import endpoint_health
 
 
 def _endpoint_body(endpoint, health=None) -> dict:
     """An endpoint with its health at a glance."""
-    health = health or service.health([endpoint])[endpoint.id]
+    health = health or endpoint_health([endpoint])[endpoint.id]
     return {**endpoint.to_dict(), "health": health.to_dict()}
 
 
@@ -23,7 +25,7 @@ def list_webhook_endpoints():
     """Every endpoint with its health."""
     require_admin()
     endpoints = service.list_endpoints()
-    healths = service.health(endpoints)
+    healths = endpoint_health(endpoints)
     return {"endpoints": [_endpoint_body(e, healths[e.id]) for e in endpoints]}
 
 
@@ -97,15 +99,15 @@ def list_webhook_deliveries(endpoint_id: int):
     require_admin()
     endpoint = service.get_endpoint(endpoint_id)
     before = parse_id(request.args.get("before"), "before")
-    found = service.list_deliveries(
+    found = delivery_log.list_deliveries(
         endpoint,
-        status=service.parse_status_filter(request.args.get("status")),
-        event_type=service.parse_event_type_filter(request.args.get("event_type")),
+        status=delivery_log.parse_status_filter(request.args.get("status")),
+        event_type=delivery_log.parse_event_type_filter(request.args.get("event_type")),
         before_id=before,
     )
     body = {"endpoint_id": endpoint.id, "deliveries": [d.to_dict() for d in found]}
     body["count"] = len(found)
-    body["next_before"] = found[-1].id if len(found) == service.DELIVERY_PAGE else None
+    body["next_before"] = found[-1].id if len(found) == delivery_log.DELIVERY_PAGE else None
     return body
 
 
@@ -113,14 +115,14 @@ def list_webhook_deliveries(endpoint_id: int):
 def show_webhook_delivery(delivery_id: int):
     """One delivery with its payload and every attempt."""
     require_admin()
-    return service.get_delivery(delivery_id).to_dict(with_attempts=True)
+    return delivery_log.get_delivery(delivery_id).to_dict(with_attempts=True)
 
 
 @api_bp.post("/webhook-deliveries/<int:delivery_id>/redeliver")
 def redeliver_webhook_delivery(delivery_id: int):
     """Send a delivery again now, with the same webhook-id and body -> 202."""
     require_admin()
-    delivery = service.redeliver(service.get_delivery(delivery_id), current_user)
+    delivery = delivery_log.redeliver(delivery_log.get_delivery(delivery_id), current_user)
     return _accepted(delivery)
 
 
@@ -137,7 +139,7 @@ def register_assessment_webhook(assessment_id: int):
     secret -> 201; 422 INVALID_WEBHOOK_URL for a bad or forbidden URL."""
     assessment = get_assessment(assessment_id, current_user)
     body = json_body()
-    callback = service.register_callback(assessment, body.get("webhook_url"), current_user)
+    callback = callbacks.register_callback(assessment, body.get("webhook_url"), current_user)
     return {
         "assessment_id": assessment.id,
         "webhook_url": callback.url,

@@ -24,7 +24,7 @@ from webapp.services.generation import GENERATION_JOB
 from webapp.services.pipeline import STAGE_JOB
 from webapp.services.progress import latest_operation
 from webapp.services.rescore import rescore_assessment
-from webapp.services.webhooks.events import DELIVER_ALL_JOB, DELIVER_JOB
+from webapp.services.webhooks.relay import DELIVER_ALL_JOB, DELIVER_JOB
 
 
 class Remedy(enum.StrEnum):

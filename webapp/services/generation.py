@@ -15,13 +15,22 @@ from sqlalchemy.exc import IntegrityError
 from webapp import correlation
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
 from webapp.extensions import db
-from webapp.models import Operation, OperationStatus, OperationType, Question, QuestionSet, User
+from webapp.models import (
+    EventType,
+    Operation,
+    OperationStatus,
+    OperationType,
+    Question,
+    QuestionSet,
+    User,
+)
 from webapp.queues import DEFAULT_QUEUE, get_redis
 from webapp.scoring import generation
 from webapp.scoring.base import StageError
 from webapp.scoring.retrieval import default_knowledge_base
 from webapp.services import audit, history
 from webapp.services.audit import Action
+from webapp.services.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +234,10 @@ def _finish(
         operation.error_message = error
         message = f"Question generation failed: {error}"
     history.operation_changed(operation, message)
+    dispatch.emit(
+        EventType.OPERATION_COMPLETED if draft is not None else EventType.OPERATION_FAILED,
+        operation=operation,
+    )
     db.session.commit()
 
 

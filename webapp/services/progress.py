@@ -16,6 +16,7 @@ from webapp.models import (
     STAGE_WEIGHTS,
     Assessment,
     AssessmentStatus,
+    EventType,
     Operation,
     OperationStatus,
     Stage,
@@ -24,7 +25,7 @@ from webapp.models import (
 )
 from webapp.models.base import isoformat, utcnow
 from webapp.services import history
-from webapp.services.webhooks import events as webhook_events
+from webapp.services.webhooks import dispatch
 
 FINISHED_STAGE = [s for s in StageStatus if s.finished]
 
@@ -97,6 +98,7 @@ def start_stage(run: StageRun, *, commit: bool = True) -> bool:
     if _claim_processing(operation.assessment_id):
         assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
+        dispatch.emit(EventType.ASSESSMENT_STARTED, assessment=assessment, operation=operation)
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
     if commit:
         db.session.commit()
@@ -179,7 +181,7 @@ def refresh_operation_progress(operation: Operation) -> None:
     Passing 25, 50 or 75 percent sends `assessment.progress` (each milestone once).
     """
     operation.progress = overall_progress(operation.stage_runs, operation.done)
-    webhook_events.progress_changed(operation)
+    dispatch.progress_changed(operation)
 
 
 def status_view(assessment: Assessment) -> dict:

@@ -34,7 +34,7 @@ from webapp.models import (
 from webapp.models.base import utcnow
 from webapp.queues import QUEUE_NAMES, get_queue, get_redis, popped_and_abandoned
 from webapp.services import history, pipeline
-from webapp.services.webhooks.delivery import requeue_lost
+from webapp.services.webhooks.recovery import requeue_lost
 
 log = logging.getLogger(__name__)
 
