@@ -1,6 +1,6 @@
 """Benchmark 3: webhook fan-out throughput, and a healthy endpoint's latency beside a hanging one.
 
-Deliveries are made through the app's own services (`events.emit`, as a status change does) and
+Deliveries are made through the app's own services (`events.write`, as the dispatcher does) and
 delivered by real `python -m worker` processes to a local receiver (bench/receiver.py) in its
 own process. Every time is the receiver's: when each request arrived.
 
@@ -323,7 +323,7 @@ def _emit(count: int, *, wait: float) -> list[int]:
     ids = []
     next_at = time.monotonic()
     for n in range(count):
-        event = events.emit(EventType.WEBHOOK_TEST, {"message": "bench", "n": n})
+        event = events.write(EventType.WEBHOOK_TEST, {"message": "bench", "n": n})
         db.session.commit()
         ids.append(event.id)
         if wait:

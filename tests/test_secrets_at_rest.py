@@ -37,7 +37,7 @@ from webapp.models.base import utcnow
 from webapp.models.idempotency import IdempotencyKey
 from webapp.secret_box import KEY_FILE, SecretBox, SecretsKeyError, box, key_file_keys, parse_keys
 from webapp.services.accounts import rotate_signing_secret
-from webapp.services.webhooks.delivery import requeue_lost
+from webapp.services.webhooks.recovery import requeue_lost
 
 pytestmark = pytest.mark.db
 

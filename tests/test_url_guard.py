@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from webapp.services.webhooks import signing
-from webapp.services.webhooks.delivery import send
+from webapp.services.webhooks.sending import send
 from webapp.services.webhooks.url_guard import (
     AddressGuard,
     InvalidWebhookUrl,

@@ -33,7 +33,7 @@ def test_a_hanging_endpoint_takes_one_worker_while_events_keep_coming(
     sent = []
     with site.app.app_context():
         for n in range(20):  # an event every 0.15 s for 3 s, each to both endpoints
-            events.emit(EventType.WEBHOOK_TEST, {"n": n})
+            events.write(EventType.WEBHOOK_TEST, {"n": n})
             db.session.commit()
             sent.append(time.monotonic())
             time.sleep(0.15)
@@ -150,6 +150,7 @@ def test_one_transactions_fan_out_is_one_job_and_a_hanging_target_in_it_delays_n
 
     from webapp.extensions import db
     from webapp.models import Delivery, DeliveryStatus
+    from webapp.queues import DELIVER_ALL_JOB
     from webapp.scoring.vocabulary import EventType
     from webapp.services.webhooks import events
 
@@ -161,7 +162,7 @@ def test_one_transactions_fan_out_is_one_job_and_a_hanging_target_in_it_delays_n
         add_endpoint(admin, receiver.url)
 
     with site.app.app_context():
-        event = events.emit(EventType.WEBHOOK_TEST, {"n": 1})
+        event = events.write(EventType.WEBHOOK_TEST, {"n": 1})
         db.session.commit()
         emitted = time.monotonic()
         event_id = event.id
@@ -185,6 +186,6 @@ def test_one_transactions_fan_out_is_one_job_and_a_hanging_target_in_it_delays_n
     # One job took them all: RQ logs each job it starts as "<queue>: <call> (<job id>)".
     started = re.findall(r"webhooks: (worker\.jobs\.\w+)\(([^)]*)\)", site.workers[0].log())
     # (A retry of the hanging one, a job of its own, may have started since.)
-    fan_outs = [args for name, args in started if name == events.DELIVER_ALL_JOB]
-    assert started[0][0] == events.DELIVER_ALL_JOB and len(fan_outs) == 1, started
+    fan_outs = [args for name, args in started if name == DELIVER_ALL_JOB]
+    assert started[0][0] == DELIVER_ALL_JOB and len(fan_outs) == 1, started
     assert sorted(int(n) for n in fan_outs[0].strip("[]").split(",")) == ids

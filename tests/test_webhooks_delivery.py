@@ -70,6 +70,36 @@ def test_full_assessment_sends_each_event_once_in_sequence_order(webhook_site, r
     assert len({r.webhook_id for r in receiver.received}) == len(ASSESSMENT_EVENTS)
 
 
+def test_a_rescore_sends_a_start_and_the_new_result_but_no_second_submitted(
+    webhook_site, receivers, tokens
+):
+    receiver = receivers()
+    site = webhook_site()
+    admin, student = site.client(tokens["admin"]), site.client(tokens["student"])
+    endpoint = add_endpoint(admin, receiver.url)
+    assessment, submitted = submit_assessment(student)
+    receiver.wait_for(len(ASSESSMENT_EVENTS))
+
+    rescore = admin.post(f"/api/v1/assessments/{assessment['id']}/rescore")
+    assert rescore.status_code == 202, rescore.get_json()
+    rescored = ASSESSMENT_EVENTS[1:]  # everything but assessment.submitted
+    receiver.wait_for(len(ASSESSMENT_EVENTS) + len(rescored))
+    time.sleep(1.5)  # anything extra (a second assessment.submitted, say) would arrive by now
+
+    payloads = sorted(receiver.verified(endpoint["secret"]), key=lambda p: p["data"]["sequence"])
+    first, second = payloads[: len(ASSESSMENT_EVENTS)], payloads[len(ASSESSMENT_EVENTS) :]
+    assert [p["type"] for p in first] == ASSESSMENT_EVENTS
+    assert [p["type"] for p in second] == rescored
+    new_operation = rescore.get_json()["id"]
+    assert new_operation != submitted["operation"]["id"]
+    assert {p["data"]["operation_id"] for p in second} == {new_operation}
+    assert second[0]["data"]["status"] == "processing"
+    completed = second[-1]["data"]
+    result = student.get(f"/api/v1/assessments/{assessment['id']}/result").get_json()
+    assert completed["status"] == "completed"
+    assert completed["result"]["total"] == result["total"]
+
+
 def test_500_500_200_is_three_attempts_with_one_webhook_id(webhook_site, receivers, tokens):
     receiver = receivers(Answer(500, "boom"), Answer(500, "boom again"), Answer(200, "thanks"))
     site = webhook_site()
@@ -316,7 +346,7 @@ def test_deliveries_wait_in_the_database_while_redis_is_down(
     webhook_site, receivers, tokens, db_url, app
 ):
     from webapp import create_app
-    from webapp.services.webhooks.delivery import pending_deliveries_without_job, requeue_lost
+    from webapp.services.webhooks.recovery import pending_deliveries_without_job, requeue_lost
 
     receiver = receivers()
     site = webhook_site()
@@ -384,7 +414,7 @@ def test_a_delivery_popped_by_a_worker_that_died_before_starting_it_is_found_los
     from webapp import create_app
     from webapp.extensions import db
     from webapp.models import Delivery
-    from webapp.services.webhooks.delivery import pending_deliveries_without_job
+    from webapp.services.webhooks.recovery import pending_deliveries_without_job
 
     receiver = receivers()
     site = webhook_site()

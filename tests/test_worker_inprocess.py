@@ -36,7 +36,7 @@ def test_a_delivery_runs_in_the_worker_process_with_its_heartbeat_kept(
     # RQ's scheduler runs in a child of its own (and a cron job's horse may come and go now).
     idle_children = set(horses(worker.process.pid))
     with site.app.app_context():
-        events.emit(EventType.WEBHOOK_TEST, {"n": 1})
+        events.write(EventType.WEBHOOK_TEST, {"n": 1})
         db.session.commit()
         db.session.remove()
 

@@ -39,7 +39,8 @@ from webapp.scoring.vocabulary import (
     StageStatus,
 )
 from webapp.services.assessments import MAX_ANSWER_LENGTH
-from webapp.services.webhooks.endpoints import HEALTH_WINDOW, MAX_DESCRIPTION
+from webapp.services.webhooks.endpoints import MAX_DESCRIPTION
+from webapp.services.webhooks.health import HEALTH_WINDOW
 from webapp.services.webhooks.url_guard import MAX_URL_LENGTH
 
 Percent = Field(ge=0, le=100)

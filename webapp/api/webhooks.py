@@ -23,7 +23,9 @@ from webapp.api.schemas import (
     Recovery,
 )
 from webapp.services.assessments import get_assessment
+from webapp.services.webhooks import callbacks, delivery_log
 from webapp.services.webhooks import endpoints as service
+from webapp.services.webhooks.health import endpoint_health
 
 ADMINS_ONLY = problem_response("FORBIDDEN: admins only.")
 NO_ENDPOINT = problem_response("WEBHOOK_ENDPOINT_NOT_FOUND; FORBIDDEN for students.")
@@ -37,7 +39,7 @@ BAD_URL = problem_response(
 
 def _endpoint_out(endpoint, health=None) -> dict:
     """An endpoint with its health at a glance."""
-    health = health or service.health([endpoint])[endpoint.id]
+    health = health or endpoint_health([endpoint])[endpoint.id]
     return EndpointOut.of(endpoint, health).model_dump(mode="json")
 
 
@@ -53,7 +55,7 @@ def _delivery_out(delivery, *, with_attempts: bool) -> dict:
 def list_webhook_endpoints():
     """Every endpoint with its health (admins)."""
     endpoints = service.list_endpoints()
-    healths = service.health(endpoints)
+    healths = endpoint_health(endpoints)
     return {"endpoints": [_endpoint_out(e, healths[e.id]) for e in endpoints]}
 
 
@@ -144,14 +146,14 @@ def recover_webhook_endpoint(path: EndpointPath, body: Recovery):
 def list_webhook_deliveries(path: EndpointPath, query: DeliveryFilter):
     """The endpoint's deliveries, newest first, 100 a page (admins)."""
     endpoint = service.get_endpoint(path.endpoint_id)
-    found = service.list_deliveries(
+    found = delivery_log.list_deliveries(
         endpoint, status=query.status, event_type=query.event_type, before_id=query.before
     )
     return {
         "endpoint_id": endpoint.id,
         "deliveries": [_delivery_out(d, with_attempts=False) for d in found],
         "count": len(found),
-        "next_before": found[-1].id if len(found) == service.DELIVERY_PAGE else None,
+        "next_before": found[-1].id if len(found) == delivery_log.DELIVERY_PAGE else None,
     }
 
 
@@ -159,7 +161,7 @@ def list_webhook_deliveries(path: EndpointPath, query: DeliveryFilter):
 @admin_only
 def show_webhook_delivery(path: DeliveryPath):
     """One delivery with its payload and every attempt (admins)."""
-    return _delivery_out(service.get_delivery(path.delivery_id), with_attempts=True)
+    return _delivery_out(delivery_log.get_delivery(path.delivery_id), with_attempts=True)
 
 
 @api_bp.post(
@@ -169,7 +171,7 @@ def show_webhook_delivery(path: DeliveryPath):
 @admin_only
 def redeliver_webhook_delivery(path: DeliveryPath):
     """Send a delivery again now, with the same webhook-id and body (admins): 202."""
-    delivery = service.redeliver(service.get_delivery(path.delivery_id), current_user)
+    delivery = delivery_log.redeliver(delivery_log.get_delivery(path.delivery_id), current_user)
     return _accepted(delivery)
 
 
@@ -192,7 +194,7 @@ def register_assessment_webhook(path: AssessmentPath, body: CallbackRegistration
     """Deliver every event of this assessment to `webhook_url` too, signed with the owner's
     secret: 201; 422 INVALID_WEBHOOK_URL for a bad or forbidden URL."""
     assessment = get_assessment(path.assessment_id, current_user)
-    callback = service.register_callback(assessment, body.webhook_url, current_user)
+    callback = callbacks.register_callback(assessment, body.webhook_url, current_user)
     return CallbackOut(
         assessment_id=assessment.id,
         webhook_url=callback.url,

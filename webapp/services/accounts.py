@@ -10,10 +10,8 @@ from webapp.auth import forget_token
 from webapp.errors import ScorelineError, ValidationFailed
 from webapp.extensions import db
 from webapp.models import ApiToken, User
-from webapp.models.accounts import ROTATION_GRACE, new_signing_secret
-from webapp.models.base import isoformat, utcnow
-from webapp.services import audit
-from webapp.services.audit import Action
+from webapp.models.base import utcnow
+from webapp.services.webhooks import signing_secrets
 
 MAX_TOKEN_NAME = 100
 # Revoked tokens listed on the account page (the newest): the page stays small however many.
@@ -94,15 +92,5 @@ def revoke_token(user: User, token_id: int) -> ApiToken:
 
 def rotate_signing_secret(user: User) -> User:
     """A new account signing secret signs from now on; the old one keeps signing for the grace."""
-    user.sealed_previous_signing_secret = user.sealed_signing_secret  # moved sealed, not opened
-    user.previous_signing_secret_expires_at = utcnow() + ROTATION_GRACE
-    user.signing_secret = new_signing_secret()
-    db.session.commit()
-    audit.record(
-        Action.ACCOUNT_SECRET_ROTATED,
-        actor=user,
-        entity_type="user",
-        entity_id=user.id,
-        details={"previous_secret_expires_at": isoformat(user.previous_signing_secret_expires_at)},
-    )
+    signing_secrets.rotate(user, actor=user)
     return user

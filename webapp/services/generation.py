@@ -20,10 +20,11 @@ from webapp.queues import DEFAULT_QUEUE, GENERATION_JOB, get_redis
 from webapp.scoring import generation
 from webapp.scoring.base import StageError
 from webapp.scoring.retrieval import default_knowledge_base
-from webapp.scoring.vocabulary import OperationStatus, OperationType
+from webapp.scoring.vocabulary import EventType, OperationStatus, OperationType
 from webapp.services import audit, history
 from webapp.services.audit import Action
 from webapp.services.llm.calls import Gate, Provider
+from webapp.services.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,10 @@ def _finish(
         operation.error_message = error
         message = f"Question generation failed: {error}"
     history.operation_changed(operation, message)
+    dispatch.emit(
+        EventType.OPERATION_COMPLETED if draft is not None else EventType.OPERATION_FAILED,
+        operation=operation,
+    )
     db.session.commit()
 
 

@@ -26,6 +26,7 @@ from webapp.scoring.vocabulary import (
     STAGE_LABELS,
     WORKER_STAGES,
     AssessmentStatus,
+    EventType,
     OperationStatus,
     OperationType,
     QuestionType,
@@ -36,6 +37,7 @@ from webapp.services import history, progress
 from webapp.services.assessments import question_inputs
 from webapp.services.llm import batch as llm_batch
 from webapp.services.scores import replace_stage_scores
+from webapp.services.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +460,16 @@ def _finish(operation: Operation, *, report: dict | None, error: str | None) -> 
     else:
         summary = f"Scoring failed: {error}"
     history.operation_changed(operation, summary)
+    dispatch.emit(
+        EventType.OPERATION_COMPLETED if error is None else EventType.OPERATION_FAILED,
+        operation=operation,
+    )
     history.assessment_changed(assessment, operation, summary)
+    dispatch.emit(
+        EventType.ASSESSMENT_COMPLETED if error is None else EventType.ASSESSMENT_FAILED,
+        assessment=assessment,
+        operation=operation,
+    )
 
 
 def _claim_end(operation: Operation, status: OperationStatus) -> bool:

@@ -17,12 +17,13 @@ from webapp.scoring.vocabulary import (
     STAGE_LABELS,
     STAGE_WEIGHTS,
     AssessmentStatus,
+    EventType,
     OperationStatus,
     Stage,
     StageStatus,
 )
 from webapp.services import history
-from webapp.services.webhooks import events as webhook_events
+from webapp.services.webhooks import dispatch
 
 FINISHED_STAGE = [s for s in StageStatus if s.finished]
 
@@ -95,6 +96,7 @@ def start_stage(run: StageRun, *, commit: bool = True) -> bool:
     if _claim_processing(operation.assessment_id):
         assessment = db.session.get(Assessment, operation.assessment_id, populate_existing=True)
         history.assessment_changed(assessment, operation, "Scoring started.")
+        dispatch.emit(EventType.ASSESSMENT_STARTED, assessment=assessment, operation=operation)
     history.stage_changed(run, f"{STAGE_LABELS[Stage(run.name)]} started.")
     if commit:
         db.session.commit()
@@ -177,7 +179,7 @@ def refresh_operation_progress(operation: Operation) -> None:
     Passing 25, 50 or 75 percent sends `assessment.progress` (each milestone once).
     """
     operation.progress = overall_progress(operation.stage_runs, operation.done)
-    webhook_events.progress_changed(operation)
+    dispatch.progress_changed(operation)
 
 
 def status_view(assessment: Assessment) -> dict:

@@ -8,9 +8,10 @@ from webapp.errors import AssessmentBusy, AssessmentNotSubmitted
 from webapp.extensions import db
 from webapp.models import Assessment, Operation, User
 from webapp.models.base import utcnow
-from webapp.scoring.vocabulary import AssessmentStatus
+from webapp.scoring.vocabulary import AssessmentStatus, EventType
 from webapp.services import audit, history, pipeline, status_cache
 from webapp.services.audit import Action
+from webapp.services.webhooks import dispatch
 
 RESCORABLE = (AssessmentStatus.COMPLETED, AssessmentStatus.FAILED)
 
@@ -45,6 +46,8 @@ def rescore_assessment(assessment: Assessment, user: User) -> Operation:
     history.assessment_changed(
         assessment, operation, f"Rescore requested by {user.email}; scoring again."
     )
+    # Scoring again is announced as a start, never as a second submission (webhooks.dispatch).
+    dispatch.emit(EventType.ASSESSMENT_STARTED, assessment=assessment, operation=operation)
     db.session.commit()
     pipeline.enqueue_pipeline(operation)
     audit.record(

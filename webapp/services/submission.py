@@ -12,10 +12,11 @@ from webapp import correlation, metrics
 from webapp.extensions import db
 from webapp.models import Assessment, Entity, Operation, User
 from webapp.models.base import utcnow
-from webapp.scoring.vocabulary import AssessmentStatus, Stage
+from webapp.scoring.vocabulary import AssessmentStatus, EventType, Stage
 from webapp.services import audit, history, pipeline, status_cache
 from webapp.services.assessments import lock_draft, parse_responses, write_answers
 from webapp.services.audit import Action
+from webapp.services.webhooks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,15 @@ def _create_scoring_operation(assessment_id: int, user: User) -> Operation:
         message=message,
         metadata={"missing_question_ids": missing},
     )
-    return pipeline.create_scoring_operation(
+    operation = pipeline.create_scoring_operation(
         assessment,
         score,
         requested_by=user,
         trigger="submit",
         dedupe_key=submission_key(assessment_id),
     )
+    dispatch.emit(EventType.ASSESSMENT_SUBMITTED, assessment=assessment, operation=operation)
+    return operation
 
 
 def _existing_outcome(assessment_id: int) -> SubmitOutcome:

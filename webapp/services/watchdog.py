@@ -26,7 +26,7 @@ from webapp.models.base import as_utc, utcnow
 from webapp.queues import ALIVE, get_redis, popped_and_abandoned
 from webapp.scoring.vocabulary import OperationStatus, OperationType, Stage, StageStatus
 from webapp.services import generation, history, pipeline
-from webapp.services.webhooks.delivery import requeue_lost
+from webapp.services.webhooks.recovery import requeue_lost
 
 log = logging.getLogger(__name__)
 

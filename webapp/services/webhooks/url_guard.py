@@ -10,6 +10,7 @@ use the host name. `WEBHOOK_ALLOWED_CIDRS` is the only way to reach a refused ra
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
+from flask import current_app
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -159,6 +161,17 @@ class AddressGuard:
         if not addresses:
             raise socket.gaierror(socket.EAI_NONAME, f"{host} has no address")
         return addresses
+
+
+def configured_guard() -> AddressGuard:
+    """The guard for this app's WEBHOOK_ALLOWED_CIDRS: one per setting, so the connections it
+    made are reused."""
+    return _guard_for(tuple(current_app.config["WEBHOOK_ALLOWED_CIDRS"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _guard_for(cidrs: tuple[str, ...]) -> AddressGuard:
+    return AddressGuard.from_cidrs(cidrs)
 
 
 def _a(label: str) -> str:

@@ -17,7 +17,9 @@ from webapp.models import DeliveryStatus, ErrorClass
 from webapp.models.base import utcnow
 from webapp.request_values import parse_id
 from webapp.scoring.vocabulary import EVENT_TYPE_DESCRIPTIONS, EventType
+from webapp.services.webhooks import delivery_log
 from webapp.services.webhooks import endpoints as service
+from webapp.services.webhooks.health import endpoint_health
 from webapp.views.admin import bp
 from webapp.views.presentation import STOP_POLLING, seconds_words
 
@@ -129,7 +131,7 @@ def _index(form: EndpointForm, status: int = 200):
     return render_template(
         "admin/webhooks.html",
         endpoints=endpoints,
-        health=service.health(endpoints),
+        health=endpoint_health(endpoints),
         form=form,
         subscribable=SUBSCRIBABLE,
     ), status
@@ -163,7 +165,7 @@ def _detail(endpoint, form: EndpointForm, status: int = 200):
     body = render_template(
         "admin/webhooks_endpoint.html",
         endpoint=endpoint,
-        health=service.health([endpoint])[endpoint.id],
+        health=endpoint_health([endpoint])[endpoint.id],
         form=form,
         recover_form=RecoverForm(formdata=None),
         subscribable=SUBSCRIBABLE,
@@ -181,8 +183,8 @@ def _log(endpoint) -> dict:
         "event_type": request.args.get("event_type", ""),
     }
     try:
-        status = service.parse_status_filter(filters["status"])
-        event_type = service.parse_event_type_filter(filters["event_type"])
+        status = delivery_log.parse_status_filter(filters["status"])
+        event_type = delivery_log.parse_event_type_filter(filters["event_type"])
     except ScorelineError:
         status = event_type = None
         filters = {"status": "", "event_type": ""}
@@ -190,16 +192,16 @@ def _log(endpoint) -> dict:
         before = parse_id(request.args.get("before"), "before")
     except ValidationFailed:
         before = None  # a page link no one wrote: show the newest, as for a bad filter
-    found = service.list_deliveries(
+    found = delivery_log.list_deliveries(
         endpoint, status=status, event_type=event_type, before_id=before
     )
     chosen = {name: value for name, value in filters.items() if value}
     older = None
-    if len(found) == service.DELIVERY_PAGE:
+    if len(found) == delivery_log.DELIVERY_PAGE:
         older = url_for("admin.webhook", endpoint_id=endpoint.id, before=found[-1].id, **chosen)
     return {
         "deliveries": found,
-        "durations": service.last_durations([d.id for d in found]),
+        "durations": delivery_log.last_durations([d.id for d in found]),
         "poll_every": poll_seconds(found, utcnow()),
         "filters": filters,
         "waiting": any(not DeliveryStatus(d.status).finished for d in found),
@@ -222,7 +224,7 @@ def webhook_deliveries(endpoint_id: int):
     body = render_template(
         "admin/_webhook_deliveries.html",
         endpoint=endpoint,
-        health=service.health([endpoint])[endpoint.id],
+        health=endpoint_health([endpoint])[endpoint.id],
         health_oob=True,
         **context,
     )
@@ -323,7 +325,7 @@ def delete_webhook(endpoint_id: int):
 @bp.get("/webhooks/deliveries/<int:delivery_id>")
 def webhook_delivery(delivery_id: int):
     """A delivery: its payload and every attempt, request and response."""
-    delivery = service.get_delivery(delivery_id)
+    delivery = delivery_log.get_delivery(delivery_id)
     return render_template(
         "admin/webhooks_delivery.html",
         delivery=delivery,
@@ -336,9 +338,9 @@ def webhook_delivery(delivery_id: int):
 @bp.post("/webhooks/deliveries/<int:delivery_id>/redeliver")
 def redeliver_webhook(delivery_id: int):
     """Send the delivery again now, with the same webhook-id."""
-    delivery = service.get_delivery(delivery_id)
+    delivery = delivery_log.get_delivery(delivery_id)
     if _checked(ActionForm()):
-        service.redeliver(delivery, current_user)
+        delivery_log.redeliver(delivery, current_user)
         flash("Sending it again now, with the same webhook-id.", "success")
     return redirect(url_for("admin.webhook_delivery", delivery_id=delivery.id))
 
