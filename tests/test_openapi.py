@@ -205,11 +205,11 @@ def test_a_validation_error_lists_every_field_problem(client, tokens):
     assert all(error["message"] for error in problem["errors"])
 
 
-def test_a_body_that_is_not_json_is_415(client, tokens):
+def test_a_json_body_sent_as_another_type_is_415(client, tokens):
     response = client.post(
         "/api/v1/assessments",
-        data="question_set=python-basics",
-        content_type="application/x-www-form-urlencoded",
+        data='{"question_set": "python-basics"}',
+        content_type="text/plain",
         headers={"Authorization": f"Bearer {tokens['student']}"},
     )
     assert response.status_code == 415

@@ -142,9 +142,9 @@ def check_json_body():
         for error in unstorable_text(name + value, name)
     ]
     if request.method in MUTATING and request.get_data(cache=True).strip():
-        if not request.is_json:
-            raise UnsupportedMediaType("Send the body as application/json.")
         errors += unstorable_text(body_data(), "body")
+        if not request.is_json:
+            raise UnsupportedMediaType("Send the JSON body as application/json.")
     refuse_unstorable(errors)
 
 
