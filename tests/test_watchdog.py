@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from tests.support import Api, bearer, full_answers, redis_db_url, submit_through
+from tests.support import Api, bearer, full_answers, submit_through
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import HistoryEvent, Operation, StageRun
@@ -104,10 +104,10 @@ def test_work_that_keeps_vanishing_is_given_up_not_looped(
     assert operation["status"] == "failed" and operation["error_message"]
 
 
-def test_pruning_history_keeps_the_count_of_restarts(app, db_url, redis_server, tokens):
+def test_pruning_history_keeps_the_count_of_restarts(app, db_url, idle_redis_url, tokens):
     """The watchdog counts its repairs in the stage run, not in history: history that is
     pruned between passes (age, or the 100-event cap) does not reset the limit."""
-    lost_url = redis_db_url(redis_server, 6)
+    lost_url = idle_redis_url
     lossy = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": db_url, "REDIS_URL": lost_url})
     submit_through(lossy, tokens)
     with lossy.app_context():
