@@ -11,8 +11,9 @@ rules hold unchanged: a leader that dies leaves runs whose job is gone.
 
 Only the main thread touches the database: per essay it stores the partial result and the
 progress (the bars move per essay) and the call's token usage; per finished run it writes the
-scores and the stage result, and enqueues `fusion` when `rag` is done too (fusion's own job,
-which RQ starts after the handed-over gpt job, waits instead: see `waits_for_gpt`).
+scores and the stage result, and enqueues `fusion` when `rag` is done too (with a key, nothing
+else enqueues fusion before gpt is done, except the watchdog: see `waits_for_gpt`). The gpt
+jobs of claimed runs that no worker took yet are taken off the queue.
 
 When the breaker opens, the batch stops sending, lets its calls in flight end, and hands its
 unfinished runs to a job scheduled with RQ's scheduler for when the breaker allows a probe: no
