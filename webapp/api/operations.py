@@ -8,9 +8,10 @@ from flask_login import current_user
 from webapp.api import api_bp, json_body, require_admin
 from webapp.errors import Forbidden, OperationNotFound
 from webapp.extensions import db
-from webapp.models import Operation
+from webapp.models import Assessment, Operation
 from webapp.models.base import isoformat
 from webapp.services import generation
+from webapp.services.integrations import may_view
 
 
 def get_operation(operation_id: int) -> Operation:
@@ -18,9 +19,17 @@ def get_operation(operation_id: int) -> Operation:
     operation = db.session.get(Operation, operation_id)
     if operation is None:
         raise OperationNotFound(f"No operation has id {operation_id}.")
-    if operation.user_id != current_user.id and not current_user.is_admin:
+    if operation.user_id != current_user.id and not _sees_assessment_of(operation):
         raise Forbidden("This operation belongs to another account.")
     return operation
+
+
+def _sees_assessment_of(operation: Operation) -> bool:
+    """Admins see every operation, an integration those on its students' assessments."""
+    if current_user.is_admin:
+        return True
+    assessment = db.session.get(Assessment, operation.assessment_id or 0)
+    return assessment is not None and may_view(current_user, assessment.user)
 
 
 def operation_to_dict(operation: Operation) -> dict:

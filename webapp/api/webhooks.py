@@ -142,5 +142,5 @@ def register_assessment_webhook(assessment_id: int):
         "assessment_id": assessment.id,
         "webhook_url": callback.url,
         "registered_at": isoformat(callback.registered_at),
-        "signing_secret": assessment.user.signing_secret,
+        "signing_secret": assessment.user.signer.signing_secret,
     }, 201

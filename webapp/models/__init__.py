@@ -1,6 +1,6 @@
 """The data model, one module per aggregate; imported here so Alembic sees every table."""
 
-from webapp.models.accounts import ApiToken, Role, User
+from webapp.models.accounts import ApiToken, Role, Scope, User
 from webapp.models.assessments import Assessment, AssessmentStatus, Response
 from webapp.models.audit import AuditEntry
 from webapp.models.history import Entity, HistoryEvent
@@ -19,6 +19,7 @@ from webapp.models.operations import (
     StageStatus,
 )
 from webapp.models.questions import Question, QuestionSet, QuestionType
+from webapp.models.sign_in_links import SignInLink
 from webapp.models.webhooks import (
     EVENT_TYPE_DESCRIPTIONS,
     PROGRESS_MILESTONES,
@@ -62,7 +63,9 @@ __all__ = [
     "QuestionType",
     "Response",
     "Role",
+    "Scope",
     "Score",
+    "SignInLink",
     "Stage",
     "StageRun",
     "StageStatus",

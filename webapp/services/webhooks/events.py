@@ -103,6 +103,10 @@ def operation_changed(operation: Operation) -> None:
         "status": operation.status,
         "overall_progress": 100,
     }
+    if scoring and operation.assessment_id:
+        student = db.session.get(Assessment, operation.assessment_id).user
+        if student.external_id is not None:  # an integration's student
+            data["external_id"] = student.external_id
     if status == OperationStatus.COMPLETED and scoring:
         data["result"] = result_summary(operation)
     elif status == OperationStatus.FAILED:
@@ -151,12 +155,15 @@ def progress_changed(operation: Operation) -> None:
 def _assessment_data(assessment: Assessment, operation: Operation | None) -> dict:
     """The fields every assessment event carries (`sequence` is added by `emit`)."""
     finished = AssessmentStatus(assessment.status).finished
-    return {
+    data = {
         "assessment_id": assessment.id,
         "operation_id": _id(operation),
         "status": assessment.status,
         "overall_progress": 100 if finished else (operation.progress if operation else 0),
     }
+    if assessment.user.external_id is not None:  # an integration's student
+        data["external_id"] = assessment.user.external_id
+    return data
 
 
 def result_summary(operation: Operation) -> dict | None:
