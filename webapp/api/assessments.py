@@ -28,7 +28,7 @@ POLL_INTERVAL_SECONDS = 2
 def create():
     """Start a draft assessment of a question set -> 201 with its questions."""
     body = json_body()
-    assessment = create_assessment(current_user, body.get("question_set"))
+    assessment = create_assessment(current_user, body.get("question_set"), body.get("external_id"))
     response = make_response(assessment_to_dict(assessment), 201)
     response.headers["Location"] = url_for("api.show", assessment_id=assessment.id)
     return response
@@ -36,8 +36,11 @@ def create():
 
 @api_bp.get("/assessments")
 def index():
-    """The caller's assessments (admins: everyone's), optionally filtered by status."""
-    items = list_assessments(current_user, request.args.get("status"))
+    """The caller's assessments (admins: everyone's; integrations: their students'), optionally
+    filtered by status and (integrations) a student's external_id."""
+    items = list_assessments(
+        current_user, request.args.get("status"), external_id=request.args.get("external_id")
+    )
     return {"assessments": [assessment_to_dict(a, with_questions=False) for a in items]}
 
 

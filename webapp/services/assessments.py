@@ -18,8 +18,8 @@ from webapp.request_values import unstorable_text
 from webapp.scoring.base import QuestionInput
 from webapp.services.integrations import (
     StudentFields,
+    find_student,
     get_or_create_student,
-    get_student,
     may_view,
     parse_external_id,
 )
@@ -53,7 +53,14 @@ def list_assessments(
                 "Only integration accounts filter by external_id.",
                 errors=[{"field": "external_id", "message": "is for integration accounts"}],
             )
-        query = query.where(Assessment.user_id == get_student(user, external_id).id)
+        errors: list[dict] = []
+        external_id = parse_external_id(external_id, errors)
+        if errors:
+            raise ValidationFailed("external_id is invalid.", errors=errors)
+        student = find_student(user, external_id)
+        if student is None:  # a filter: no such student, no assessments
+            return []
+        query = query.where(Assessment.user_id == student.id)
     elif user.is_integration:
         query = query.join(User, User.id == Assessment.user_id).where(
             User.integration_id == user.id

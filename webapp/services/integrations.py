@@ -145,7 +145,6 @@ def get_or_create_student(integration: User, fields: StudentFields) -> tuple[Use
     winner's row instead.
     """
     student = find_student(integration, fields.external_id)
-    created = False
     if student is None:
         db.session.commit()  # the insert below is the first statement of its own transaction
         student = User(
@@ -160,12 +159,20 @@ def get_or_create_student(integration: User, fields: StudentFields) -> tuple[Use
         db.session.add(student)
         try:
             db.session.commit()
-            return student, True
         except IntegrityError:
             db.session.rollback()
             student = find_student(integration, fields.external_id)
             if student is None:  # the unique constraint refused something else: not a race
                 raise
+        else:
+            audit.record(
+                Action.STUDENT_CREATED,
+                actor=integration,
+                entity_type="user",
+                entity_id=student.id,
+                details={"external_id": student.external_id},
+            )
+            return student, True
     changed = False
     if fields.name is not None and student.name != fields.name:
         student.name, changed = fields.name, True
@@ -173,7 +180,7 @@ def get_or_create_student(integration: User, fields: StudentFields) -> tuple[Use
         student.contact_email, changed = fields.email, True
     if changed:
         db.session.commit()
-    return student, created
+    return student, False
 
 
 def list_students(integration: User, limit: int = 100, after_id: int = 0) -> list[User]:
@@ -262,14 +269,15 @@ def parse_scopes(values: list[str]) -> tuple[Scope, ...]:
     return tuple(Scope(v) for v in values)
 
 
-def issue_integration_token(
+def issue_scoped_token(
     integration: User,
     name: str,
     scopes: tuple[Scope, ...],
     expires_in_days: int | None,
     actor: User | None,
 ) -> tuple[ApiToken, str]:
-    """A token for an integration with these scopes and an optional expiry, audited."""
+    """A token (an integration's, or from the CLI any account's) with these scopes and an
+    optional expiry, audited."""
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_TOKEN_DAYS:
         raise ValidationFailed(
             "The expiry is out of range.",
