@@ -35,7 +35,7 @@ def _refused(exc: LinkRefused):
     return body, exc.status, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
-@bp.get("/<token>")
+@bp.get("/<path:token>")
 def show(token: str):
     """What the link opens, with the button that opens it; a clear page if it cannot."""
     try:
@@ -46,7 +46,7 @@ def show(token: str):
     return body, 200, {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
-@bp.post("/<token>")
+@bp.post("/<path:token>")
 def open_link(token: str):
     """Use the link: a new session as its student, limited to their own pages."""
     if not OpenForm().validate_on_submit():
