@@ -4,9 +4,13 @@ tokens, isolation, batch submit, sign-in links and their own rate limits."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
@@ -498,3 +502,30 @@ def test_cli_creates_an_integration_with_a_scoped_token(app, runner):
     assert twice.exit_code != 0 and "exists already" in twice.output
     bad = runner.invoke(args=["create-token", "--email", "moodle@example.edu", "--scopes", "root"])
     assert bad.exit_code != 0 and "scopes" in bad.output
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+def test_schemathesis_as_an_integration_finds_no_server_errors(
+    app, live_server, make_integration, tmp_path, worker
+):
+    """Property-based requests from the document against the live server, with an
+    integration's token, on the integration endpoints and the assessment endpoints it uses."""
+    _, headers = make_integration()
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st, "schemathesis is not installed (requirements-dev.txt)"
+    command = [
+        st, "run", f"{live_server.url}/api/v1/openapi.json", "--url", live_server.url,
+        "--header", f"Authorization: {headers['Authorization']}",
+        "--include-path-regex", "^/api/v1/(students|assessments)",
+        "--exclude-path-regex", "/webhook$",  # registers URLs: covered in test_openapi
+        "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance,"
+        "status_code_conformance",
+        "--max-examples", "20", "--seed", "20261201", "--workers", "1",
+        "--generation-database", "none", "--request-timeout", "20", "--no-color",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 0, result.stdout[-15000:] + result.stderr[-3000:]

@@ -54,6 +54,20 @@ shared by their endpoints: polling (status, operations, history, recent events)
 {RATE_LIMIT_POLL} (`RATE_LIMIT_POLL`; the default 240/minute allows 2-second polling from eight
 tabs); every POST {RATE_LIMIT_WRITE} (`RATE_LIMIT_WRITE`); everything else {RATE_LIMIT_DEFAULT}
 (`RATE_LIMIT_DEFAULT`). Over a limit: 429 `RATE_LIMITED` with `Retry-After` in seconds.
+Integration accounts have their own: polling {RATE_LIMIT_INTEGRATION_POLL}, writes
+{RATE_LIMIT_INTEGRATION_WRITE}, everything else {RATE_LIMIT_INTEGRATION_DEFAULT}
+(`RATE_LIMIT_INTEGRATION_*`); a batch submit counts one write per item.
+
+**Token scopes.** A token holds some of `read` (GET), `write` (every other method) and
+`webhooks` (anything under a webhook path, reads included). A call outside them is 403
+`INSUFFICIENT_SCOPE`. Tokens made on the account page hold all three; admins choose for
+integrations. A token may expire (then 401 like a revoked one).
+
+**Integrations.** An integration account acts for the students it creates, each named by its
+`external_id` (unique within the integration): it creates their assessments (`external_id` in
+the create body), answers, submits (one by one or in batches), lists (`?external_id=`) and
+reads them, and sees nothing of other accounts. Their assessments, status answers and webhook
+events carry the `external_id`, and their callbacks are signed with the integration's secret.
 """
 
 

@@ -15,6 +15,7 @@ from webapp.api.openapi.schemas import (
     TIMESTAMP,
     enum,
     list_of,
+    nullable,
     obj,
     ref,
 )
@@ -452,4 +453,164 @@ LINKS: dict[tuple[str, str, str], dict[str, str]] = {
     ("post", "/api/v1/webhook-endpoints/{endpoint_id}/test", "202"): {
         "delivery_id": "$response.body#/id"
     },
+}
+
+# Integrations (issue 17): students by external_id, batch submit, sign-in links.
+STUDENT = ref("Student")
+EXTERNAL_ID = ref("ExternalId")
+ERRORS_INTEGRATION = {**ERRORS_WRITE}
+ERRORS_INTEGRATION["403"] = {
+    "description": "Not an integration account (`FORBIDDEN`), or a token without the `write` "
+    "scope (`INSUFFICIENT_SCOPE`).",
+    "content": PROBLEM_CONTENT,
+}
+BATCH_ITEM = obj(
+    {"assessment_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+    {
+        "responses": list_of(ref("Answer")),
+        "idempotency_key": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 257,
+            "description": "This item's own key: the `Idempotency-Key` its single submit takes.",
+        },
+    },
+)
+OPERATIONS["post", "/api/v1/assessments"]["requestBody"] = json_body(
+    obj(
+        {"question_set": {"type": "string", "examples": ["python-basics"]}},
+        {"external_id": EXTERNAL_ID},
+    )
+)
+OPERATIONS["post", "/api/v1/assessments"]["description"] = (
+    "Integrations name the student by `external_id` (required for them, refused for other "
+    "accounts); the student is created if the integration has none with that id yet."
+)
+OPERATIONS["get", "/api/v1/assessments"]["parameters"].append(
+    {
+        "name": "external_id",
+        "in": "query",
+        "required": False,
+        "schema": EXTERNAL_ID,
+        "description": "Integrations: one student's assessments (none for an unknown id).",
+    }
+)
+OPERATIONS["post", "/api/v1/assessments/{assessment_id}/webhook"]["description"] = (
+    "Signed with the owning account's secret (shown on the account page), or for an "
+    "integration's student with the integration's secret (returned here as `signing_secret`); "
+    "422 `INVALID_WEBHOOK_URL` for a bad or forbidden URL. Needs the `webhooks` scope."
+)
+OPERATIONS.update(
+    {
+        ("post", "/api/v1/students"): {
+            "summary": "Create (or find) one of your students by external_id (integrations)",
+            "description": "201 when created, 200 when the integration already had a student "
+            "with this `external_id` (a `name` or `email` given replaces the stored one). The "
+            "email is contact information only: never a login, not unique.",
+            "requestBody": json_body(
+                obj(
+                    {"external_id": EXTERNAL_ID},
+                    {
+                        "name": nullable({"type": "string", "maxLength": 100}),
+                        "email": nullable({"type": "string", "format": "email"}),
+                    },
+                )
+            ),
+            "responses": {
+                "201": ok("Created.", STUDENT, headers={"Idempotent-Replayed": REPLAYED}),
+                "200": ok("Found.", STUDENT, headers={"Idempotent-Replayed": REPLAYED}),
+                **ERRORS_INTEGRATION,
+            },
+        },
+        ("get", "/api/v1/students"): {
+            "summary": "Your students (integrations), 100 a page",
+            "parameters": [
+                {"name": "external_id", "in": "query", "required": False, "schema": EXTERNAL_ID},
+                {
+                    "name": "after",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                    "description": "The next page: the `next_after` of the last one.",
+                },
+            ],
+            "responses": {
+                "200": ok(
+                    "Students in the order they were created.",
+                    obj({"students": list_of(STUDENT), "next_after": nullable(INTEGER)}),
+                ),
+                "403": answer("Forbidden"),
+                "422": answer("Invalid"),
+                **ERRORS_READ,
+            },
+        },
+        ("post", "/api/v1/assessments/batch-submit"): {
+            "summary": "Submit up to 100 assessments, each item on its own",
+            "description": "Each item is run as `POST /assessments/{id}/submit` would run it, in "
+            "its own transaction: its `status` and `body` are that endpoint's (202, 200 already "
+            "submitted, or a problem such as 403, 404, 409, 422), and one item's failure "
+            "changes nothing of another's nor applies half of itself. An item's "
+            "`idempotency_key` is that endpoint's `Idempotency-Key`: a repeated item replays "
+            '(its body then carries `"replayed": true`). A batch counts one write per item '
+            "against the rate limit. 422 for a batch that is not 1-100 items.",
+            "requestBody": json_body(
+                obj({"items": {**list_of(BATCH_ITEM), "minItems": 1, "maxItems": 100}})
+            ),
+            "responses": {
+                "200": ok(
+                    "One result per item, in order.",
+                    obj(
+                        {
+                            "results": list_of(
+                                obj(
+                                    {
+                                        "index": INTEGER,
+                                        "assessment_id": {"anyOf": [INTEGER, {"type": "null"}]},
+                                        "status": INTEGER,
+                                        "body": ANY_OBJECT,
+                                    }
+                                )
+                            ),
+                            "accepted": INTEGER,
+                            "already_submitted": INTEGER,
+                            "failed": INTEGER,
+                        }
+                    ),
+                    headers={"Idempotent-Replayed": REPLAYED},
+                ),
+                **ERRORS_WRITE,
+            },
+        },
+        ("post", "/api/v1/assessments/{assessment_id}/sign-in-link"): {
+            "summary": "A single-use link that signs the student in (integrations)",
+            "description": "Opening the link (a page with one button, so mail scanners and link "
+            "previews cannot use it up) starts a browser session limited to the student's own "
+            "pages and lands on the assessment's live progress page (its answer form while it "
+            "is a draft). Used, expired or tampered links show a page saying so and grant "
+            "nothing. `expires_in` defaults to SIGN_IN_LINK_TTL (300 s).",
+            "requestBody": json_body(
+                obj({}, {"expires_in": {"type": "integer", "minimum": 30, "maximum": 3600}}),
+                required=False,
+            ),
+            "responses": {
+                "201": ok(
+                    "The link: send it to the student.",
+                    obj(
+                        {
+                            "url": {"type": "string", "format": "uri"},
+                            "expires_at": TIMESTAMP,
+                            "assessment_id": INTEGER,
+                            "external_id": EXTERNAL_ID,
+                        }
+                    ),
+                    headers={"Idempotent-Replayed": REPLAYED},
+                ),
+                **ERRORS_INTEGRATION,
+                "404": answer("NotFound"),
+            },
+        },
+    }
+)
+LINKS["post", "/api/v1/assessments/{assessment_id}/sign-in-link", "201"] = {
+    "assessment_id": "$response.body#/assessment_id"
 }

@@ -48,6 +48,24 @@ def list_of(schema: dict) -> dict:
 SCORE = obj({"score": NUMBER, "max_score": NUMBER}, {"percentage": NUMBER})
 
 SCHEMAS: dict[str, dict] = {
+    "ExternalId": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 128,
+        "pattern": "^[^\\x00-\\x1f\\x7f\\s](?:[^\\x00-\\x1f\\x7f]*[^\\x00-\\x1f\\x7f\\s])?$",
+        "description": "An integration's own id for one of its students (unique within the "
+        "integration). Present on assessments, status answers and webhook events of an "
+        "integration's students only.",
+        "examples": ["s-1001"],
+    },
+    "Student": obj(
+        {
+            "external_id": {"$ref": "#/components/schemas/ExternalId"},
+            "name": nullable(STRING),
+            "email": nullable(STRING),
+            "created_at": TIMESTAMP,
+        }
+    ),
     "Problem": obj(
         {"type": STRING, "title": STRING, "status": INTEGER, "detail": STRING, "code": STRING},
         {"errors": list_of(obj({"field": STRING, "message": STRING}))},
@@ -84,7 +102,7 @@ SCHEMAS: dict[str, dict] = {
             "completed_at": nullable(TIMESTAMP),
             "responses": list_of(ref("Answer")),
         },
-        {"questions": list_of(ref("Question"))},
+        {"questions": list_of(ref("Question")), "external_id": ref("ExternalId")},
     ),
     "RuleScore": obj(
         {"score": NUMBER, "max_score": NUMBER, "percentage": NUMBER, "items": list_of(ANY_OBJECT)}
@@ -130,7 +148,8 @@ SCHEMAS: dict[str, dict] = {
             "operation_id": nullable(INTEGER),
             "degraded": BOOLEAN,
             "updated_at": TIMESTAMP,
-        }
+        },
+        {"external_id": ref("ExternalId")},
     ),
     "Report": obj(
         {
