@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -502,6 +503,46 @@ def test_cli_creates_an_integration_with_a_scoped_token(app, runner):
     assert twice.exit_code != 0 and "exists already" in twice.output
     bad = runner.invoke(args=["create-token", "--email", "moodle@example.edu", "--scopes", "root"])
     assert bad.exit_code != 0 and "scopes" in bad.output
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+
+def test_callbacks_carry_the_external_id_signed_with_the_integrations_secret(
+    app, webhook_site, receivers, make_integration
+):
+    receiver = receivers()
+    site = webhook_site()
+    integration_id, headers = make_integration()
+    lms = site.app.test_client()
+    lms.environ_base["HTTP_AUTHORIZATION"] = headers["Authorization"]
+    assessment = lms.post(
+        "/api/v1/assessments", json={"question_set": "python-basics", "external_id": "s-42"}
+    ).get_json()
+    registered = lms.post(
+        f"/api/v1/assessments/{assessment['id']}/webhook", json={"webhook_url": receiver.url}
+    ).get_json()
+    with app.app_context():
+        integration = db.session.get(User, integration_id)
+        student = db.session.scalar(select(User).where(User.external_id == "s-42"))
+        assert registered["signing_secret"] == integration.signing_secret
+        assert integration.signing_secret != student.signing_secret
+    essay = next(q["id"] for q in assessment["questions"] if q["type"] == "essay")
+    submitted = lms.post(
+        f"/api/v1/assessments/{assessment['id']}/submit",
+        json={"responses": [{"question_id": essay, "answer": ESSAY_ANSWER}]},
+    )
+    assert submitted.status_code == 202
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        payloads = receiver.verified(registered["signing_secret"])
+        if any(p["type"] == "assessment.completed" for p in payloads):
+            break
+        time.sleep(0.2)
+    completed = next(p for p in payloads if p["type"] == "assessment.completed")
+    assert completed["data"]["external_id"] == "s-42"
+    assert completed["data"]["result"]["url"] == f"/api/v1/assessments/{assessment['id']}/result"
+    assert {p["data"].get("external_id") for p in payloads} == {"s-42"}
 
 
 # --- the document ------------------------------------------------------------------------------
