@@ -285,14 +285,13 @@ def test_batch_items_fail_independently_and_none_is_half_applied(
         {"assessment_id": foreign["id"]},
         {"assessment_id": 2_000_000_000},
         {"assessment_id": "seven", "colour": "red"},
-        "not an object",
     ]  # fmt: skip
     response = client.post("/api/v1/assessments/batch-submit", json={"items": items}, headers=lms)
     assert response.status_code == 200
     body = response.get_json()
     statuses = [r["status"] for r in body["results"]]
-    assert statuses == [202, 200, 422, 403, 404, 422, 422]
-    assert (body["accepted"], body["already_submitted"], body["failed"]) == (1, 1, 5)
+    assert statuses == [202, 200, 422, 403, 404, 422]
+    assert (body["accepted"], body["already_submitted"], body["failed"]) == (1, 1, 4)
     assert body["results"][1]["body"]["message"] == "already submitted"
     assert body["results"][3]["body"]["code"] == "FORBIDDEN"
     assert body["results"][4]["body"]["code"] == "ASSESSMENT_NOT_FOUND"
@@ -335,11 +334,13 @@ def test_batch_items_keep_their_own_idempotency_and_score_once(client, lms):
     assert reused.get_json()["results"][0]["body"]["code"] == "IDEMPOTENCY_KEY_REUSED"
 
 
-@pytest.mark.parametrize("items", [[], [{"assessment_id": 1}] * 101, "all", None])
+@pytest.mark.parametrize(
+    "items", [[], [{"assessment_id": 1}] * 101, "all", None, [{"assessment_id": 1}, "not one"]]
+)
 def test_a_batch_of_no_or_over_100_items_is_422(client, lms, items):
     response = client.post("/api/v1/assessments/batch-submit", json={"items": items}, headers=lms)
     assert response.status_code == 422
-    assert response.get_json()["errors"][0]["field"] == "items"
+    assert response.get_json()["errors"][0]["field"].startswith("items")
 
 
 # --- sign-in links -----------------------------------------------------------------------------

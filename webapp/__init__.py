@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from flask import Flask
+from flask_openapi3 import Info, OpenAPI
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
@@ -17,8 +18,14 @@ from webapp.request_values import MAX_ID
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: config from the environment (then `test_config`), extensions, blueprints."""
-    app = Flask(
+    app = OpenAPI(
         __name__,
+        info=Info(title="Scoreline API", version="1"),
+        security_schemes={
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+        },
+        doc_ui=False,  # the document is served by the API itself: webapp/api/openapi.py
         instance_path=str(INSTANCE_DIR),
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
@@ -60,13 +67,17 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from webapp import auth, cli, queues
     from webapp.api import api_bp, rate_limits
+    from webapp.api.blueprint import validation_problem
     from webapp.api.problems import init_app as init_error_handlers
+    from webapp.api.schemas import Problem
     from webapp.views import init_app as init_views
     from webapp.views import login_limits
 
     queues.init_app(app)
     auth.init_app(app)
-    app.register_blueprint(api_bp)
+    app.validation_error_callback = validation_problem  # 422 problem+json, every field
+    app.validation_error_model = Problem
+    app.register_api(api_bp)
     from webapp import fast_polls
 
     fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
@@ -77,7 +88,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     from webapp import health, http_observer, metrics_server
 
-    app.register_blueprint(health.bp)
+    app.register_api(health.bp)
     metrics_server.init_app(app)
     http_observer.init_app(app)  # it wraps the other middleware, the poll shortcut too
     browser_headers.trust_proxies(app)  # outermost WSGI layer

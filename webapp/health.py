@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import redis
-from flask import Blueprint
+from flask_openapi3 import APIBlueprint
 from rq import Worker
 from sqlalchemy import text
 
@@ -15,16 +15,24 @@ from webapp.secret_box import SecretsKeyError
 from webapp.services.sealed_secrets import newest_sealed_secrets_open
 
 log = logging.getLogger(__name__)
-bp = Blueprint("health", __name__)
+bp = APIBlueprint("health", __name__)
+ANYONE = [{}]  # no credentials needed
 
 
-@bp.get("/healthz")
+@bp.get("/healthz", security=ANYONE, responses={200: {"description": "Up."}})
 def healthz():
     """The process is up (no dependencies checked)."""
     return {"status": "ok"}
 
 
-@bp.get("/readyz")
+@bp.get(
+    "/readyz",
+    security=ANYONE,
+    responses={
+        200: {"description": "Ready."},
+        503: {"description": "Not ready: the body says why."},
+    },
+)
 def readyz():
     """Database, Redis, at least one live worker and a SECRETS_KEY that opens the stored
     secrets; 503 with the reasons when any is missing."""

@@ -1,19 +1,20 @@
 """The audit log (admins)."""
 
-from flask import request
-
-from webapp.api import api_bp, require_admin
+from webapp.api.blueprint import admin_only, api_bp, problem_response
+from webapp.api.schemas import AuditEntryOut, AuditFilter, AuditLog
 from webapp.services import audit
 
 
-@api_bp.get("/audit")
-def audit_log():
-    """Audit entries newest first; filter with ?actor=&action=&entity_type=&entity_id=."""
-    require_admin()
+@api_bp.get("/audit", responses={200: AuditLog, 403: problem_response("FORBIDDEN: admins only.")})
+@admin_only
+def audit_log(query: AuditFilter):
+    """Audit entries newest first (up to 200); filter by actor, action and entity."""
     entries = audit.search(
-        actor=request.args.get("actor"),
-        action=request.args.get("action"),
-        entity_type=request.args.get("entity_type"),
-        entity_id=request.args.get("entity_id"),
+        actor=query.actor,
+        action=query.action,
+        entity_type=query.entity_type,
+        entity_id=query.entity_id,
     )
-    return {"entries": [e.to_dict() for e in entries], "count": len(entries)}
+    return AuditLog(entries=[AuditEntryOut.of(e) for e in entries], count=len(entries)).model_dump(
+        mode="json"
+    )

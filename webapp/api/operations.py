@@ -5,13 +5,15 @@ from __future__ import annotations
 from flask import make_response, url_for
 from flask_login import current_user
 
-from webapp.api import api_bp, json_body, require_admin
+from webapp.api.blueprint import admin_only, api_bp, problem_response
+from webapp.api.schemas import NewOperation, OperationOut, OperationPath
 from webapp.errors import Forbidden, OperationNotFound
 from webapp.extensions import db
 from webapp.models import Assessment, Operation
-from webapp.models.base import isoformat
 from webapp.services import generation
 from webapp.services.integrations import may_view
+
+ADMINS_ONLY = problem_response("FORBIDDEN: admins only.")
 
 
 def get_operation(operation_id: int) -> Operation:
@@ -32,35 +34,24 @@ def _sees_assessment_of(operation: Operation) -> bool:
     return assessment is not None and may_view(current_user, assessment.user)
 
 
-def operation_to_dict(operation: Operation) -> dict:
-    """The API's view of an operation: exactly one of result / error_message once done."""
-    done = operation.done
-    return {
-        "id": operation.id,
-        "operation_type": operation.operation_type,
-        "status": operation.status,
-        "progress": 100 if done else operation.progress,
-        "done": done,
-        "result": operation.result if done and operation.error_message is None else None,
-        "error_message": operation.error_message if done else None,
-        "assessment_id": operation.assessment_id,
-        "created_at": isoformat(operation.created_at),
-        "updated_at": isoformat(operation.updated_at),
-    }
-
-
-@api_bp.get("/operations/<int:operation_id>")
-def show_operation(operation_id: int):
+@api_bp.get(
+    "/operations/<int:operation_id>",
+    responses={
+        200: OperationOut,
+        404: problem_response("OPERATION_NOT_FOUND, or FORBIDDEN for another account's."),
+    },
+)
+def show_operation(path: OperationPath):
     """Poll an operation."""
-    return operation_to_dict(get_operation(operation_id))
+    return OperationOut.of(get_operation(path.operation_id)).model_dump(mode="json")
 
 
-@api_bp.post("/operations")
-def create_operation():
-    """Admins: start a question_generation operation -> 202 with its Location; poll it there."""
-    require_admin()
-    params = generation.parse_request(json_body())
+@api_bp.post("/operations", responses={202: OperationOut, 403: ADMINS_ONLY})
+@admin_only
+def create_operation(body: NewOperation):
+    """Admins: start a question_generation operation: 202 with its Location; poll it there."""
+    params = generation.GenerationParams(**body.params.model_dump())
     operation = generation.start_generation(current_user, params)
-    response = make_response(operation_to_dict(operation), 202)
+    response = make_response(OperationOut.of(operation).model_dump(mode="json"), 202)
     response.headers["Location"] = url_for("api.show_operation", operation_id=operation.id)
     return response

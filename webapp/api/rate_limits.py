@@ -27,7 +27,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_login import current_user
 from limits import parse_many
 
-from webapp.api import api_bp
+from webapp.api.blueprint import api_bp
 from webapp.api.problems import problem
 
 log = logging.getLogger(__name__)
