@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import redis
 from flask_openapi3 import APIBlueprint
+from pydantic import BaseModel
 from rq import Worker
 from sqlalchemy import text
 
@@ -15,11 +17,27 @@ from webapp.secret_box import SecretsKeyError
 from webapp.services.sealed_secrets import newest_sealed_secrets_open
 
 log = logging.getLogger(__name__)
-bp = APIBlueprint("health", __name__)
+bp = APIBlueprint(
+    "health",
+    __name__,
+    operation_id_callback=lambda *, name, **_route: name,
+    abp_responses={"default": {"description": "An unexpected error (logged)."}},
+)
 ANYONE = [{}]  # no credentials needed
 
 
-@bp.get("/healthz", security=ANYONE, responses={200: {"description": "Up."}})
+class Up(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Each check says `ok`, and when not, a `reason`."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, dict[str, bool | int | str]]
+
+
+@bp.get("/healthz", security=ANYONE, responses={200: Up})
 def healthz():
     """The process is up (no dependencies checked)."""
     return {"status": "ok"}
@@ -28,10 +46,7 @@ def healthz():
 @bp.get(
     "/readyz",
     security=ANYONE,
-    responses={
-        200: {"description": "Ready."},
-        503: {"description": "Not ready: the body says why."},
-    },
+    responses={200: Readiness, 503: Readiness},
 )
 def readyz():
     """Database, Redis, at least one live worker and a SECRETS_KEY that opens the stored

@@ -84,7 +84,8 @@ def show(path: AssessmentPath):
 def put_responses(path: AssessmentPath, body: Answers):
     """Save draft answers, merged by question id; 409 ASSESSMENT_LOCKED once submitted.
 
-    A theoretical answer is one of the question's option ids (else 422).
+    422 also for what the schema cannot know: a question id that is not one of this
+    assessment's, or a theoretical answer that is not one of the question's option ids.
     """
     assessment = get_assessment(path.assessment_id, current_user)
     save_responses(assessment, [answer.model_dump() for answer in body.responses])
@@ -110,7 +111,8 @@ def submit(path: AssessmentPath):
     """Submit, merging optional final responses: 202 first, then 200 "already submitted".
 
     Unanswered questions score 0 (`degraded`). Submitting again answers 200 with the same
-    operation and `"message": "already submitted"`.
+    operation and `"message": "already submitted"`. Final responses are checked as in PUT
+    .../responses: 422 for a question id not of this assessment or an unknown option id.
     """
     assessment = get_assessment(path.assessment_id, current_user)
     data = body_data()

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import StrictBool as StrictBool
 from pydantic import StrictInt as StrictInt
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypeAliasType
 
 from webapp.errors import ValidationFailed
 from webapp.models.base import utcnow
@@ -76,14 +77,35 @@ PastMoment = Annotated[
 ]
 
 
+class Params(BaseModel):
+    """Path or query parameters: unknown query parameters are ignored."""
+
+
+NO_NUL_KEYS = {"propertyNames": {"pattern": NUL_FREE}}
+# Any JSON value whose strings and keys hold no NUL (refused before validation, see above).
+NulFreeJson = TypeAliasType(
+    "NulFreeJson",
+    Annotated[str, Field(pattern=NUL_FREE)]
+    | int
+    | float
+    | bool
+    | list["NulFreeJson"]
+    | Annotated[dict[str, "NulFreeJson"], Field(json_schema_extra=NO_NUL_KEYS)]
+    | None,
+)
+
+
 class Body(BaseModel):
-    """A JSON request body (or query, or path): unknown fields are ignored."""
+    """A JSON request body; unknown fields are ignored, but their text is held to NUL_FREE too."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=NO_NUL_KEYS)
+    __pydantic_extra__: dict[str, NulFreeJson]
 
 
 class ClosedBody(BaseModel):
     """A JSON request body whose unknown fields are refused (`additionalProperties: false`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=NO_NUL_KEYS)
 
 
 class Out(BaseModel):

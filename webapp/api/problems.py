@@ -74,11 +74,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(exc: HTTPException):
         status = exc.code or 500
+        headers = {}
+        if status == 405 and exc.valid_methods:  # RFC 9110: a 405 lists what the resource allows
+            headers["Allow"] = ", ".join(exc.valid_methods)
         if wants_json():
             code = HTTP_CODES.get(status, "HTTP_ERROR")
-            headers = {}
-            if status == 405 and exc.valid_methods:
-                headers["Allow"] = ", ".join(exc.valid_methods)
             return problem(status, code, exc.name, exc.description, headers=headers)
         if status == 404 and exc.description == NotFound.description:
             # Werkzeug's stock wording is written for developers; say it as a product does.
@@ -87,7 +87,8 @@ def init_app(app: Flask) -> None:
                 "Page not found",
                 f"There is no page at {request.path}. The link may be old or mistyped.",
             )
-        return _html_error(status, exc.name, exc.description)
+        page, status = _html_error(status, exc.name, exc.description)
+        return page, status, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(exc: Exception):

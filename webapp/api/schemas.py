@@ -13,11 +13,11 @@ from pydantic import BeforeValidator, EmailStr, Field
 from pydantic_core import PydanticCustomError
 
 from webapp.api.fields import (
-    NUL_FREE,
     Body,
     ClosedBody,
     Id,
     Out,
+    Params,
     PastMoment,
     StrictBool,
     StrictInt,
@@ -37,14 +37,38 @@ from webapp.models import (
     Stage,
     StageStatus,
 )
+from webapp.models.accounts import in_grace
 from webapp.models.base import isoformat
 from webapp.scoring import generation
 from webapp.scoring.retrieval import default_knowledge_base
 from webapp.services.assessments import MAX_ANSWER_LENGTH
-from webapp.services.webhooks.endpoints import MAX_DESCRIPTION
+from webapp.services.webhooks.endpoints import HEALTH_WINDOW, MAX_DESCRIPTION
 from webapp.services.webhooks.url_guard import MAX_URL_LENGTH
 
 Percent = Field(ge=0, le=100)
+
+
+def links(**parameters: tuple[str, list[str]]) -> dict:
+    """OpenAPI links from an answer to the operations its ids lead to (clients and schemathesis
+    follow them): `assessment_id=("$response.body#/id", ["show", ...])`."""
+    found = {}
+    for parameter, (pointer, operation_ids) in parameters.items():
+        for operation_id in operation_ids:
+            found[operation_id] = {"operationId": operation_id, "parameters": {parameter: pointer}}
+    return found
+
+
+ASSESSMENT_ROUTES = [
+    "show",
+    "put_responses",
+    "submit",
+    "status",
+    "result",
+    "assessment_history",
+    "rescore",
+    "register_assessment_webhook",
+]
+
 # An integration's own id for one of its students (the service checks the same rule).
 ExternalId = Annotated[
     str,
@@ -82,40 +106,40 @@ class Problem(Out):
 # --- path and query -------------------------------------------------------------------------------
 
 
-class AssessmentPath(Body):
+class AssessmentPath(Params):
     assessment_id: Id
 
 
-class OperationPath(Body):
+class OperationPath(Params):
     operation_id: Id
 
 
-class EndpointPath(Body):
+class EndpointPath(Params):
     endpoint_id: Id
 
 
-class DeliveryPath(Body):
+class DeliveryPath(Params):
     delivery_id: Id
 
 
-class AssessmentFilter(Body):
+class AssessmentFilter(Params):
     status: AssessmentStatus | None = None
     external_id: ExternalId | None = Field(
         None, description="Integrations: one student's assessments (none for an unknown id)."
     )
 
 
-class RecentEventsQuery(Body):
+class RecentEventsQuery(Params):
     hours: whole_number(1, 720) = 24  # type: ignore[valid-type]
 
 
-class DeliveryFilter(Body):
+class DeliveryFilter(Params):
     status: DeliveryStatus | None = None
     event_type: EventType | None = None
     before: Id | None = Field(None, description="Older deliveries: the `next_before` of a page.")
 
 
-class AuditFilter(Body):
+class AuditFilter(Params):
     actor: text(254) | None = Field(  # type: ignore[valid-type]
         None, description="Part of the actor's email, matched literally (`%` and `_` too)."
     )
@@ -129,7 +153,10 @@ class AuditFilter(Body):
 
 class NewAssessment(Body):
     question_set: str = Field(
-        min_length=1, max_length=100, pattern=NUL_FREE, examples=["python-basics"]
+        max_length=100,
+        pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$",
+        description="A question set's slug (404 QUESTION_SET_NOT_FOUND for an unknown one).",
+        examples=["python-basics"],
     )
     external_id: ExternalId | None = Field(
         None,
@@ -184,7 +211,7 @@ class NewEndpoint(EndpointChange):
 
 
 class Recovery(Body):
-    since: PastMoment
+    since: PastMoment = Field(description="ISO 8601, not in the future (422 otherwise).")
 
 
 class CallbackRegistration(Body):
@@ -249,6 +276,10 @@ class SavedAnswer(Out):
 
 
 class AssessmentOut(Out):
+    model_config = {
+        "openapi_extra": {"links": links(assessment_id=("$response.body#/id", ASSESSMENT_ROUTES))}
+    }
+
     id: int
     question_set: str
     status: AssessmentStatus
@@ -301,7 +332,15 @@ class OperationRef(Out):
 class Submission(Out):
     """202 on the first submit (`rule_score` ran inline), 200 on a repeat; poll `Location`."""
 
-    model_config = {"openapi_extra": {"headers": {"Location": {"schema": {"type": "string"}}}}}
+    model_config = {
+        "openapi_extra": {
+            "headers": {"Location": {"schema": {"type": "string"}}},
+            "links": links(
+                operation_id=("$response.body#/operation/id", ["show_operation"]),
+                assessment_id=("$response.body#/assessment_id", ["status", "result"]),
+            ),
+        }
+    }
     assessment_id: int
     status: AssessmentStatus
     rule_score: RuleScore | None
@@ -434,6 +473,10 @@ class RecentEvents(Out):
 class OperationOut(Out):
     """Exactly one of `result` / `error_message` is set once `done`."""
 
+    model_config = {
+        "openapi_extra": {"links": links(operation_id=("$response.body#/id", ["show_operation"]))}
+    }
+
     id: int
     operation_type: OperationType
     status: OperationStatus
@@ -507,9 +550,42 @@ class EndpointHealth(Out):
     waiting: int
     next_retry_at: Timestamp | None
 
+    @classmethod
+    def of(cls, health) -> EndpointHealth:
+        return cls(
+            last_attempt_at=isoformat(health.last_attempt_at),
+            last_response_status=health.last_response_status,
+            last_error=health.last_error,
+            success_rate=health.success_rate,
+            window_hours=int(HEALTH_WINDOW.total_seconds() // 3600),
+            succeeded=health.succeeded,
+            failed=health.failed,
+            waiting=health.waiting,
+            next_retry_at=isoformat(health.next_retry_at),
+        )
+
 
 class EndpointOut(Out):
     """An endpoint with its signing secret (admins only) and its health at a glance."""
+
+    model_config = {
+        "openapi_extra": {
+            "links": links(
+                endpoint_id=(
+                    "$response.body#/id",
+                    [
+                        "show_webhook_endpoint",
+                        "update_webhook_endpoint",
+                        "rotate_webhook_secret",
+                        "test_webhook_endpoint",
+                        "recover_webhook_endpoint",
+                        "list_webhook_deliveries",
+                        "delete_webhook_endpoint",
+                    ],
+                )
+            )
+        }
+    }
 
     id: int
     url: str
@@ -524,6 +600,25 @@ class EndpointOut(Out):
     created_at: Timestamp
     updated_at: Timestamp
     health: EndpointHealth
+
+    @classmethod
+    def of(cls, endpoint, health) -> EndpointOut:
+        grace_ends = endpoint.previous_secret_expires_at
+        return cls(
+            id=endpoint.id,
+            url=endpoint.url,
+            description=endpoint.description,
+            event_types=list(endpoint.event_types or []),
+            enabled=endpoint.enabled,
+            disabled_reason=endpoint.disabled_reason,
+            disabled_at=isoformat(endpoint.disabled_at),
+            secret=endpoint.secret,
+            previous_secret_expires_at=isoformat(grace_ends if in_grace(grace_ends) else None),
+            failing_since=isoformat(endpoint.failing_since),
+            created_at=isoformat(endpoint.created_at),
+            updated_at=isoformat(endpoint.updated_at),
+            health=EndpointHealth.of(health),
+        )
 
 
 class Endpoints(Out):
@@ -544,8 +639,36 @@ class AttemptOut(Out):
     error_detail: str | None
     next_attempt_at: Timestamp | None
 
+    @classmethod
+    def of(cls, attempt) -> AttemptOut:
+        return cls(
+            number=attempt.number,
+            trigger=attempt.trigger,
+            started_at=isoformat(attempt.started_at),
+            duration_ms=attempt.duration_ms,
+            url=attempt.url,
+            request_headers=attempt.request_headers or {},
+            response_status=attempt.response_status,
+            response_headers=attempt.response_headers or {},
+            response_body=attempt.response_body,
+            error=attempt.error,
+            error_detail=attempt.error_detail,
+            next_attempt_at=isoformat(attempt.next_attempt_at),
+        )
+
 
 class DeliveryOut(Out):
+    model_config = {
+        "openapi_extra": {
+            "links": links(
+                delivery_id=(
+                    "$response.body#/id",
+                    ["show_webhook_delivery", "redeliver_webhook_delivery"],
+                )
+            )
+        }
+    }
+
     id: int
     event_type: EventType
     webhook_id: str
@@ -562,6 +685,28 @@ class DeliveryOut(Out):
     created_at: Timestamp
     payload: dict[str, Any]
     attempts: list[AttemptOut] | None = Field(None, description="On one delivery, not in lists.")
+
+    @classmethod
+    def of(cls, delivery, *, with_attempts: bool) -> DeliveryOut:
+        event = delivery.event
+        return cls(
+            id=delivery.id,
+            event_type=event.type,
+            webhook_id=event.webhook_id,
+            status=delivery.status,
+            endpoint_id=delivery.endpoint_id,
+            callback_id=delivery.callback_id,
+            assessment_id=event.assessment_id,
+            sequence=event.sequence,
+            attempt_count=delivery.attempt_count,
+            last_attempt_at=isoformat(delivery.last_attempt_at),
+            last_response_status=delivery.last_response_status,
+            last_error=delivery.last_error,
+            next_attempt_at=isoformat(delivery.next_attempt_at),
+            created_at=isoformat(delivery.created_at),
+            payload=event.payload(),
+            attempts=[AttemptOut.of(a) for a in delivery.attempts] if with_attempts else None,
+        )
 
 
 class Deliveries(Out):
@@ -610,7 +755,7 @@ class StudentOut(Out):
         )
 
 
-class StudentFilter(Body):
+class StudentFilter(Params):
     external_id: ExternalId | None = None
     after: whole_number(0, 2**31 - 1) | None = Field(  # type: ignore[valid-type]
         None, description="The next page: the `next_after` of the last one."

@@ -39,13 +39,14 @@ BAD_URL = problem_response(
 def _endpoint_out(endpoint, health=None) -> dict:
     """An endpoint with its health at a glance."""
     health = health or service.health([endpoint])[endpoint.id]
-    return EndpointOut(**endpoint.to_dict(), health=health.to_dict()).model_dump(mode="json")
+    return EndpointOut.of(endpoint, health).model_dump(mode="json")
 
 
 def _delivery_out(delivery, *, with_attempts: bool) -> dict:
-    return DeliveryOut.model_validate(delivery.to_dict(with_attempts=with_attempts)).model_dump(
-        mode="json", exclude_unset=True
-    )
+    """A delivery; its attempts only when asked (they can be many)."""
+    exclude = None if with_attempts else {"attempts"}
+    body = DeliveryOut.of(delivery, with_attempts=with_attempts)
+    return body.model_dump(mode="json", exclude=exclude)
 
 
 @api_bp.get("/webhook-endpoints", responses={200: Endpoints, 403: ADMINS_ONLY})

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
-from webapp.models.base import UTCDateTime, isoformat, utcnow
+from webapp.models.base import UTCDateTime, utcnow
 
 
 class AuditEntry(db.Model):
@@ -31,16 +31,3 @@ class AuditEntry(db.Model):
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     ip: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def to_dict(self) -> dict:
-        """The API's view of an entry."""
-        return {
-            "id": self.id,
-            "timestamp": isoformat(self.created_at),
-            "actor": {"id": self.actor_id, "email": self.actor_email},
-            "action": self.action,
-            "entity_type": self.entity_type,
-            "entity_id": self.entity_id,
-            "details": self.details or {},
-            "ip": self.ip,
-        }

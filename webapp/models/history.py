@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.extensions import db
-from webapp.models.base import UTCDateTime, isoformat, utcnow
+from webapp.models.base import UTCDateTime, utcnow
 
 
 class Entity(enum.StrEnum):
@@ -44,19 +44,3 @@ class HistoryEvent(db.Model):
     message: Mapped[str] = mapped_column(Text, default="")
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def to_dict(self) -> dict:
-        """The API's view of one event."""
-        return {
-            "timestamp": isoformat(self.created_at),
-            "status": self.status,
-            "progress": self.progress,
-            "message": self.message,
-            "metadata": {
-                "entity": self.entity,
-                "entity_id": self.entity_id,
-                "assessment_id": self.assessment_id,
-                "operation_id": self.operation_id,
-                **(self.meta or {}),
-            },
-        }

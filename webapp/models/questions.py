@@ -33,16 +33,6 @@ class QuestionSet(db.Model):
         back_populates="question_set", order_by="Question.position"
     )
 
-    def to_dict(self) -> dict:
-        """The API's view of a question set (without its questions)."""
-        return {
-            "slug": self.slug,
-            "title": self.title,
-            "description": self.description,
-            "version": self.version,
-            "question_count": len(self.questions),
-        }
-
 
 class Question(db.Model):
     """One question of a set; `correct_option` never leaves the server."""
@@ -62,17 +52,6 @@ class Question(db.Model):
     key_concepts: Mapped[list] = mapped_column(JSON, default=list)
 
     question_set: Mapped[QuestionSet] = relationship(back_populates="questions")
-
-    def to_dict(self) -> dict:
-        """The API's view of a question: never the correct answer."""
-        return {
-            "id": self.id,
-            "type": self.type,
-            "prompt": self.prompt,
-            "options": self.options or [],
-            "weight": self.weight,
-            "topic": self.topic,
-        }
 
     def option_ids(self) -> set[str]:
         """The ids a theoretical answer may name."""

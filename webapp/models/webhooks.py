@@ -26,7 +26,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
 from webapp.models.accounts import in_grace, new_sealed_secret
-from webapp.models.base import UTCDateTime, isoformat, utcnow
+from webapp.models.base import UTCDateTime, utcnow
 from webapp.secret_box import Sealed
 
 
@@ -125,26 +125,6 @@ class WebhookEndpoint(db.Model):
         if self.sealed_previous_secret and in_grace(self.previous_secret_expires_at, now):
             return [self.secret, self.previous_secret]
         return [self.secret]
-
-    def to_dict(self) -> dict:
-        """The API's view of an endpoint (admins only: it carries the secret)."""
-        grace_ends = self.previous_secret_expires_at
-        if not in_grace(grace_ends):
-            grace_ends = None
-        return {
-            "id": self.id,
-            "url": self.url,
-            "description": self.description,
-            "event_types": list(self.event_types or []),
-            "enabled": self.enabled,
-            "disabled_reason": self.disabled_reason,
-            "disabled_at": isoformat(self.disabled_at),
-            "secret": self.secret,
-            "previous_secret_expires_at": isoformat(grace_ends),
-            "failing_since": isoformat(self.failing_since),
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-        }
 
 
 class AssessmentCallback(db.Model):
@@ -245,29 +225,6 @@ class Delivery(db.Model):
         back_populates="delivery", order_by="Attempt.number", cascade="all, delete-orphan"
     )
 
-    def to_dict(self, *, with_attempts: bool = False) -> dict:
-        """The API's view of a delivery; the attempts only when asked (they can be many)."""
-        data = {
-            "id": self.id,
-            "event_type": self.event.type,
-            "webhook_id": self.event.webhook_id,
-            "status": self.status,
-            "endpoint_id": self.endpoint_id,
-            "callback_id": self.callback_id,
-            "assessment_id": self.event.assessment_id,
-            "sequence": self.event.sequence,
-            "attempt_count": self.attempt_count,
-            "last_attempt_at": isoformat(self.last_attempt_at),
-            "last_response_status": self.last_response_status,
-            "last_error": self.last_error,
-            "next_attempt_at": isoformat(self.next_attempt_at),
-            "created_at": isoformat(self.created_at),
-            "payload": self.event.payload(),
-        }
-        if with_attempts:
-            data["attempts"] = [attempt.to_dict() for attempt in self.attempts]
-        return data
-
 
 class Attempt(db.Model):
     """One HTTP request of a delivery and what came back."""
@@ -302,20 +259,3 @@ class Attempt(db.Model):
             and self.response_status is not None
             and 200 <= self.response_status < 300
         )
-
-    def to_dict(self) -> dict:
-        """The API's view of an attempt (signatures in the request headers are redacted)."""
-        return {
-            "number": self.number,
-            "trigger": self.trigger,
-            "started_at": isoformat(self.started_at),
-            "duration_ms": self.duration_ms,
-            "url": self.url,
-            "request_headers": self.request_headers or {},
-            "response_status": self.response_status,
-            "response_headers": self.response_headers or {},
-            "response_body": self.response_body,
-            "error": self.error,
-            "error_detail": self.error_detail,
-            "next_attempt_at": isoformat(self.next_attempt_at),
-        }

@@ -230,28 +230,3 @@ def question_inputs(assessment: Assessment) -> list[QuestionInput]:
         )
         for q in assessment.question_set.questions
     ]
-
-
-def assessment_to_dict(assessment: Assessment, *, with_questions: bool = True) -> dict:
-    """The API's view of an assessment."""
-    from webapp.models.base import isoformat
-
-    data = {
-        "id": assessment.id,
-        "question_set": assessment.question_set.slug,
-        "status": assessment.status,
-        "degraded": assessment.degraded,
-        "missing_question_ids": assessment.missing_question_ids or [],
-        "created_at": isoformat(assessment.created_at),
-        "submitted_at": isoformat(assessment.submitted_at),
-        "completed_at": isoformat(assessment.completed_at),
-        "responses": [
-            {"question_id": r.question_id, "answer": r.answer}
-            for r in sorted(assessment.responses, key=lambda r: r.question_id)
-        ],
-    }
-    if assessment.user.external_id is not None:  # an integration's student
-        data["external_id"] = assessment.user.external_id
-    if with_questions:
-        data["questions"] = [q.to_dict() for q in assessment.question_set.questions]
-    return data

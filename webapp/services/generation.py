@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from webapp import correlation
-from webapp.errors import DraftNotReady, QuestionAlreadyInSet, ValidationFailed
+from webapp.errors import DraftNotReady, QuestionAlreadyInSet
 from webapp.extensions import db
 from webapp.models import Operation, OperationStatus, OperationType, Question, QuestionSet, User
 from webapp.queues import DEFAULT_QUEUE, get_redis
@@ -59,45 +59,6 @@ def topic_label(topic: str) -> str:
 def describe_sources(source_ids: list[str]) -> list[dict]:
     """Title and URL of each knowledge-base resource a draft was built from."""
     return generation.describe_sources(default_knowledge_base(), source_ids)
-
-
-def parse_request(body: dict) -> GenerationParams:
-    """Validate `{"operation_type": "question_generation", "params": {"topic", "question_type"}}`.
-
-    Raises ValidationFailed (422) listing every field problem at once.
-    """
-    errors: list[dict] = []
-    kind = body.get("operation_type")
-    if kind != OperationType.QUESTION_GENERATION:
-        errors.append(
-            {
-                "field": "operation_type",
-                "message": f"must be {OperationType.QUESTION_GENERATION.value!r} "
-                "(scoring operations start by submitting or rescoring an assessment)",
-            }
-        )
-    params = body.get("params")
-    if not isinstance(params, dict):
-        errors.append({"field": "params", "message": "must be an object"})
-        raise ValidationFailed("The operation request is invalid.", errors=errors)
-    errors += [
-        {"field": f"params.{name}", "message": "is not a known parameter"}
-        for name in params
-        if name not in PARAM_NAMES
-    ]
-    topic, question_type = params.get("topic"), params.get("question_type")
-    if topic not in topics():
-        errors.append({"field": "params.topic", "message": f"must be one of the topics {topics()}"})
-    if question_type not in QUESTION_TYPES:
-        errors.append(
-            {
-                "field": "params.question_type",
-                "message": f"must be one of {list(QUESTION_TYPES)}",
-            }
-        )
-    if errors:
-        raise ValidationFailed("The operation request is invalid.", errors=errors)
-    return GenerationParams(topic=topic, question_type=question_type)
 
 
 def start_generation(user: User, params: GenerationParams) -> Operation:

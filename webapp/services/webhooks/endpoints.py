@@ -164,20 +164,6 @@ class Health:
         done = self.succeeded + self.failed
         return round(100 * self.succeeded / done, 1) if done else None
 
-    def to_dict(self) -> dict:
-        """The API's view."""
-        return {
-            "last_attempt_at": isoformat(self.last_attempt_at),
-            "last_response_status": self.last_response_status,
-            "last_error": self.last_error,
-            "success_rate": self.success_rate,
-            "window_hours": int(HEALTH_WINDOW.total_seconds() // 3600),
-            "succeeded": self.succeeded,
-            "failed": self.failed,
-            "waiting": self.waiting,
-            "next_retry_at": isoformat(self.next_retry_at),
-        }
-
 
 def health(endpoints: list[WebhookEndpoint]) -> dict[int, Health]:
     """Health of each endpoint over the last 24 hours: one aggregate query plus one per endpoint."""
