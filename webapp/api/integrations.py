@@ -94,7 +94,9 @@ def index_students(query: StudentFilter):
     openapi_extensions={
         "requestBody": {
             "required": False,
-            "content": {"application/json": {"schema": NewSignInLink.model_json_schema()}},
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/NewSignInLink"}}
+            },
         }
     },
 )

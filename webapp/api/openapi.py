@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from webapp.api import fields, schemas
 from webapp.api.blueprint import api_bp, problem_response
+from webapp.api.schemas import NewSignInLink
 from webapp.services import idempotency
 
 DESCRIPTION = """\
@@ -80,6 +81,7 @@ REPLAYED = {
     "description": "`true` when this is the stored answer to an earlier request with this key.",
     "schema": {"type": "string", "enum": ["true"]},
 }
+OPTIONAL_BODIES = (NewSignInLink,)
 KEY_CONFLICT = problem_response(
     "IDEMPOTENCY_KEY_IN_USE: the first request with this key still runs; or the resource's "
     "state forbids this (see the operation)."
@@ -103,6 +105,12 @@ def openapi():
 def build_document(app: Flask) -> dict:
     """flask-openapi3's document of the app, with the description and what every POST shares."""
     document = copy.deepcopy(app.api_doc)
+    # Optional bodies, which their routes validate themselves, are named in their
+    # openapi_extensions; their models join the components here.
+    for model in OPTIONAL_BODIES:
+        document["components"]["schemas"].setdefault(
+            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
     document["info"]["description"] = DESCRIPTION.format_map(app.config)
     _complete_schemas(document["components"]["schemas"])
     for item in document["paths"].values():
