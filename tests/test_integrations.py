@@ -221,6 +221,11 @@ def test_students_of_one_integration_never_see_each_other(app, lms):
     dashboard = browser.get("/").text
     assert f'"/assessments/{mine["id"]}"' in dashboard
     assert f'"/assessments/{classmate["id"]}"' not in dashboard
+    assert "Start an assessment" not in dashboard  # their platform starts them
+    started = browser.post(
+        "/assessments", data={"csrf_token": page_csrf(dashboard), "question_set": "python-basics"}
+    )
+    assert started.status_code == 403
 
 
 # --- scopes ------------------------------------------------------------------------------------

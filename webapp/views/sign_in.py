@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 
-from webapp.auth import start_session
+from webapp.auth import sends_bearer, start_session
 from webapp.services import sign_in_links
 from webapp.services.sign_in_links import LinkRefused
 
@@ -22,6 +22,8 @@ bp = Blueprint("sign_in", __name__, url_prefix="/sign-in")
 # The session key marking a session started by a link, and what such a session may open.
 LINK_SESSION = "_link"
 LINK_BLUEPRINTS = frozenset({"student", "take", "progress", "results", "auth", "sign_in"})
+# Their integration starts their assessments, not they.
+LINK_REFUSED = frozenset({"student.start"})
 
 
 class OpenForm(FlaskForm):
@@ -61,9 +63,12 @@ def open_link(token: str):
 
 
 def restrict_link_sessions():
-    """A session started by a link opens the student's own pages only (403 elsewhere)."""
+    """A session started by a link opens the student's own pages only (403 elsewhere); a
+    request with a Bearer token is judged by the token alone, as everywhere."""
     if not session.get(LINK_SESSION) or request.endpoint in (None, "static"):
         return None
-    if request.blueprint not in LINK_BLUEPRINTS:
+    if sends_bearer(request.headers.get("Authorization", "")):
+        return None
+    if request.blueprint not in LINK_BLUEPRINTS or request.endpoint in LINK_REFUSED:
         abort(403, "You signed in with a link: it opens your own assessments only.")
     return None
