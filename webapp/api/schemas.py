@@ -13,9 +13,11 @@ from pydantic import BeforeValidator, EmailStr, Field
 from pydantic_core import PydanticCustomError
 
 from webapp.api.fields import (
+    NO_NUL_KEYS,
     Body,
     ClosedBody,
     Id,
+    NulFreeJson,
     Out,
     Params,
     PastMoment,
@@ -160,7 +162,7 @@ class NewAssessment(Body):
     )
     external_id: ExternalId | None = Field(
         None,
-        description="Integrations: the student it is for (required for them, refused for "
+        description="Integrations: the student it is for (required for them, 403 for "
         "others); created if the integration has no student with this id yet.",
     )
 
@@ -791,7 +793,7 @@ class BatchItem(ClosedBody):
 
 
 class BatchSubmit(ClosedBody):
-    items: list[dict[str, Any]] = Field(
+    items: list[Annotated[dict[str, NulFreeJson], Field(json_schema_extra=NO_NUL_KEYS)]] = Field(
         min_length=1,
         max_length=100,
         description="Each a BatchItem `{assessment_id, responses?, idempotency_key?}`.",

@@ -48,11 +48,8 @@ def list_assessments(
     students' (one student's with `external_id`)."""
     query = select(Assessment).order_by(Assessment.id.desc()).limit(limit)
     if external_id is not None:
-        if not user.is_integration:
-            raise ValidationFailed(
-                "Only integration accounts filter by external_id.",
-                errors=[{"field": "external_id", "message": "is for integration accounts"}],
-            )
+        if not user.is_integration:  # a role mismatch (SPEC 3), like an admin-only route
+            raise Forbidden("Only integration accounts have students by external_id.")
         errors: list[dict] = []
         external_id = parse_external_id(external_id, errors)
         if errors:
@@ -86,10 +83,10 @@ def create_assessment(user: User, slug: object, external_id: object = None) -> A
     errors: list[dict] = []
     if not isinstance(slug, str) or not slug.strip():
         errors.append({"field": "question_set", "message": "must be a non-empty string"})
+    if not user.is_integration and external_id is not None:  # a role mismatch (SPEC 3)
+        raise Forbidden("Only integration accounts create assessments for students.")
     if user.is_integration:
         external_id = parse_external_id(external_id, errors)
-    elif external_id is not None:
-        errors.append({"field": "external_id", "message": "is for integration accounts"})
     if errors:
         raise ValidationFailed("The assessment request is invalid.", errors=errors)
     question_set = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == slug.strip()))
