@@ -62,6 +62,7 @@ from webapp.models import (
     Response,
     Role,
     Score,
+    SignInLink,
     StageRun,
     User,
     WebhookEndpoint,
@@ -197,6 +198,7 @@ def clean_tables(request, app):
         StageRun,
         Operation,
         Response,
+        SignInLink,
         Assessment,
     )
     with app.app_context():
@@ -207,6 +209,9 @@ def clean_tables(request, app):
             try:
                 for model in models:
                     db.session.execute(delete(model))
+                # Integrations and their students (their tokens go with them).
+                db.session.execute(delete(User).where(User.integration_id.is_not(None)))
+                db.session.execute(delete(User).where(User.role == Role.INTEGRATION))
                 db.session.commit()
                 break
             except OperationalError:

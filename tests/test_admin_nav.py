@@ -27,6 +27,7 @@ def test_every_admin_page_is_one_click_from_the_admin_link(app):
         "Operations": "/admin/operations",
         "Webhooks": "/admin/webhooks",
         "Question sets": "/admin/question-sets",
+        "Integrations": "/admin/integrations",
         "Audit log": "/admin/audit",
     }
     for name, href in links.items():

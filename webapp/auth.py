@@ -18,11 +18,12 @@ from datetime import timedelta
 import redis
 from flask import Flask, current_app, g, request, session
 from flask_login import login_user, logout_user
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import joinedload
 
+from webapp.errors import ScorelineError
 from webapp.extensions import db, login_manager
-from webapp.models import ApiToken, User
+from webapp.models import ApiToken, Scope, User
 from webapp.models.accounts import hash_token
 from webapp.models.base import utcnow
 from webapp.queues import get_redis
@@ -109,16 +110,24 @@ def load_user_from_bearer(req) -> User | None:
     token = header.partition(" ")[2]
     if not sends_bearer(header) or not token.strip():
         return None
+    now = utcnow()
     row = db.session.scalar(
         select(ApiToken)
         .options(joinedload(ApiToken.user))
-        .where(ApiToken.token_hash == hash_token(token.strip()), ApiToken.revoked_at.is_(None))
+        .where(
+            ApiToken.token_hash == hash_token(token.strip()),
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
     )
     if row is None:
         return None
-    remember_token(row.token_hash, row.user_id)
+    # The poll fast path (which keeps tokens in memory) serves only tokens that may read and
+    # never expire; the others are checked here on every request.
+    if Scope.READ in row.scope_set and row.expires_at is None:
+        remember_token(row.token_hash, row.user_id)
     g.auth_via_token = True
-    now = utcnow()
+    g.token_scopes = row.scope_set
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
         db.session.commit()
@@ -128,6 +137,22 @@ def load_user_from_bearer(req) -> User | None:
 def authenticated_by_token() -> bool:
     """True when this request authenticated with a valid bearer token, not a session cookie."""
     return bool(g.get("auth_via_token"))
+
+
+class InsufficientScope(ScorelineError):
+    """The token is valid but was not given the scope this call needs."""
+
+    status, code, title = 403, "INSUFFICIENT_SCOPE", "Insufficient scope"
+
+
+def require_scope(scope: Scope) -> None:
+    """403 INSUFFICIENT_SCOPE unless this request's token holds `scope` (sessions hold all)."""
+    if not authenticated_by_token() or scope in g.get("token_scopes", frozenset()):
+        return
+    raise InsufficientScope(
+        f"This call needs a token with the {scope!s} scope; this token has "
+        f"{' '.join(sorted(g.token_scopes)) or 'no scopes'}."
+    )
 
 
 def bearer_token_hash(header: str) -> str | None:

@@ -134,6 +134,19 @@ class Config:
         self.RATE_LIMIT_POLL = os.environ.get("RATE_LIMIT_POLL", "").strip() or "240/minute"
         self.RATE_LIMIT_WRITE = os.environ.get("RATE_LIMIT_WRITE", "").strip() or "30/minute"
         self.RATE_LIMIT_DEFAULT = os.environ.get("RATE_LIMIT_DEFAULT", "").strip() or "300/minute"
+        # Integration accounts get their own limits (a class of 500 submitting within a minute:
+        # 500 creates + 500 submits fit the write limit even without the batch endpoint).
+        self.RATE_LIMIT_INTEGRATION_POLL = (
+            os.environ.get("RATE_LIMIT_INTEGRATION_POLL", "").strip() or "3000/minute"
+        )
+        self.RATE_LIMIT_INTEGRATION_WRITE = (
+            os.environ.get("RATE_LIMIT_INTEGRATION_WRITE", "").strip() or "1200/minute"
+        )
+        self.RATE_LIMIT_INTEGRATION_DEFAULT = (
+            os.environ.get("RATE_LIMIT_INTEGRATION_DEFAULT", "").strip() or "3000/minute"
+        )
+        # Seconds a sign-in link works when the integration does not say (at most 3600).
+        self.SIGN_IN_LINK_TTL = _int("SIGN_IN_LINK_TTL", 300)
         # Failed logins (and password-change attempts), per email tried and per client address.
         self.RATE_LIMIT_LOGIN_ACCOUNT = (
             os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT", "").strip() or "5/minute;20/hour"

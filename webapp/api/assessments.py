@@ -51,7 +51,7 @@ NOT_FOUND = problem_response("ASSESSMENT_NOT_FOUND, or FORBIDDEN for another acc
 )
 def create(body: NewAssessment):
     """Start a draft assessment of a question set: 201 with its questions (never the answers)."""
-    assessment = create_assessment(current_user, body.question_set)
+    assessment = create_assessment(current_user, body.question_set, body.external_id)
     response = make_response(AssessmentOut.of(assessment).model_dump(mode="json"), 201)
     response.headers["Location"] = url_for("api.show", assessment_id=assessment.id)
     return response
@@ -60,7 +60,7 @@ def create(body: NewAssessment):
 @api_bp.get("/assessments", responses={200: Assessments})
 def index(query: AssessmentFilter):
     """The caller's assessments (admins: everyone's), newest first, optionally by status."""
-    items = list_assessments(current_user, query.status)
+    items = list_assessments(current_user, query.status, external_id=query.external_id)
     return Assessments(
         assessments=[AssessmentOut.of(a, with_questions=False) for a in items]
     ).model_dump(mode="json")

@@ -18,9 +18,10 @@ from flask_openapi3 import APIBlueprint
 from pydantic import ValidationError
 from werkzeug.exceptions import UnsupportedMediaType
 
-from webapp.auth import authenticated_by_token
+from webapp.auth import authenticated_by_token, require_scope
 from webapp.errors import Forbidden, MalformedJSON, Unauthorized, ValidationFailed
 from webapp.extensions import csrf
+from webapp.models import Scope
 from webapp.request_values import parse_json_object, refuse_unstorable, unstorable_text
 from webapp.services import idempotency
 from webapp.services.webhooks.url_guard import InvalidWebhookUrl
@@ -75,7 +76,19 @@ def require_login():
         raise Unauthorized("Send `Authorization: Bearer <token>` or log in.")
     if request.method in MUTATING and not authenticated_by_token():
         csrf.protect()
+    require_scope(required_scope())
     return None
+
+
+def required_scope() -> Scope:
+    """The token scope this request needs: `webhooks` for anything under a webhook path (reads
+    included), else `read` for GET and `write` for every other method."""
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    if "webhook" in rule:
+        return Scope.WEBHOOKS
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return Scope.READ
+    return Scope.WRITE
 
 
 def require_admin() -> None:

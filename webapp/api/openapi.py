@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from webapp.api import fields, schemas
 from webapp.api.blueprint import api_bp, problem_response
+from webapp.api.schemas import NewSignInLink
 from webapp.services import idempotency
 
 DESCRIPTION = """\
@@ -50,6 +51,20 @@ shared by their endpoints: polling (status, operations, history, recent events)
 {RATE_LIMIT_POLL} (`RATE_LIMIT_POLL`; the default 240/minute allows 2-second polling from eight
 tabs); every POST {RATE_LIMIT_WRITE} (`RATE_LIMIT_WRITE`); everything else {RATE_LIMIT_DEFAULT}
 (`RATE_LIMIT_DEFAULT`). Over a limit: 429 `RATE_LIMITED` with `Retry-After` in seconds.
+Integration accounts have their own: polling {RATE_LIMIT_INTEGRATION_POLL}, writes
+{RATE_LIMIT_INTEGRATION_WRITE}, everything else {RATE_LIMIT_INTEGRATION_DEFAULT}
+(`RATE_LIMIT_INTEGRATION_*`); a batch submit counts one write per item.
+
+**Token scopes.** A token holds some of `read` (GET), `write` (every other method) and
+`webhooks` (anything under a webhook path, reads included). A call outside them is 403
+`INSUFFICIENT_SCOPE`. Tokens made on the account page hold all three; admins choose for
+integrations. A token may expire (then 401 like a revoked one).
+
+**Integrations.** An integration account acts for the students it creates, each named by its
+`external_id` (unique within the integration): it creates their assessments (`external_id` in
+the create body), answers, submits (one by one or in batches), lists (`?external_id=`) and
+reads them, and sees nothing of other accounts. Their assessments, status answers and webhook
+events carry the `external_id`, and their callbacks are signed with the integration's secret.
 """
 
 # `idempotency.parse_key`'s rule as a pattern: 1-255 printable ASCII without surrounding blanks
@@ -66,6 +81,7 @@ REPLAYED = {
     "description": "`true` when this is the stored answer to an earlier request with this key.",
     "schema": {"type": "string", "enum": ["true"]},
 }
+OPTIONAL_BODIES = (NewSignInLink,)
 KEY_CONFLICT = problem_response(
     "IDEMPOTENCY_KEY_IN_USE: the first request with this key still runs; or the resource's "
     "state forbids this (see the operation)."
@@ -89,6 +105,12 @@ def openapi():
 def build_document(app: Flask) -> dict:
     """flask-openapi3's document of the app, with the description and what every POST shares."""
     document = copy.deepcopy(app.api_doc)
+    # Optional bodies, which their routes validate themselves, are named in their
+    # openapi_extensions; their models join the components here.
+    for model in OPTIONAL_BODIES:
+        document["components"]["schemas"].setdefault(
+            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
     document["info"]["description"] = DESCRIPTION.format_map(app.config)
     _complete_schemas(document["components"]["schemas"])
     for item in document["paths"].values():

@@ -9,8 +9,9 @@ from webapp.api.blueprint import admin_only, api_bp, problem_response
 from webapp.api.schemas import NewOperation, OperationOut, OperationPath
 from webapp.errors import Forbidden, OperationNotFound
 from webapp.extensions import db
-from webapp.models import Operation
+from webapp.models import Assessment, Operation
 from webapp.services import generation
+from webapp.services.integrations import may_view
 
 ADMINS_ONLY = problem_response("FORBIDDEN: admins only.")
 
@@ -20,9 +21,17 @@ def get_operation(operation_id: int) -> Operation:
     operation = db.session.get(Operation, operation_id)
     if operation is None:
         raise OperationNotFound(f"No operation has id {operation_id}.")
-    if operation.user_id != current_user.id and not current_user.is_admin:
+    if operation.user_id != current_user.id and not _sees_assessment_of(operation):
         raise Forbidden("This operation belongs to another account.")
     return operation
+
+
+def _sees_assessment_of(operation: Operation) -> bool:
+    """Admins see every operation, an integration those on its students' assessments."""
+    if current_user.is_admin:
+        return True
+    assessment = db.session.get(Assessment, operation.assessment_id or 0)
+    return assessment is not None and may_view(current_user, assessment.user)
 
 
 @api_bp.get(

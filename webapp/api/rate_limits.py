@@ -62,8 +62,21 @@ def client_key() -> str:
 
 
 def current_limit() -> str:
-    """The limit of the current request's bucket, from the app's config."""
-    return current_app.config[f"RATE_LIMIT_{bucket().upper()}"]
+    """The limit of the current request's bucket, from the app's config; integration accounts
+    have their own (RATE_LIMIT_INTEGRATION_*)."""
+    integration = current_user.is_authenticated and current_user.is_integration
+    prefix = "RATE_LIMIT_INTEGRATION_" if integration else "RATE_LIMIT_"
+    return current_app.config[f"{prefix}{bucket().upper()}"]
+
+
+def request_cost() -> int:
+    """What a request counts: a batch submit one per item (so batches cannot multiply the
+    write limit), anything else one."""
+    if request.endpoint != "api.batch_submit":
+        return 1
+    body = request.get_json(silent=True)
+    items = body.get("items") if isinstance(body, dict) else None
+    return max(1, min(len(items), 100)) if isinstance(items, list) else 1
 
 
 def storage_uri(app: Flask) -> str:
@@ -96,7 +109,8 @@ def init_app(app: Flask) -> Limiter:
     """
     from webapp.queues import redis_url
 
-    for name in (f"RATE_LIMIT_{b.upper()}" for b in BUCKETS):
+    names = [f"RATE_LIMIT_{kind}{b.upper()}" for kind in ("", "INTEGRATION_") for b in BUCKETS]
+    for name in names:
         try:
             parse_many(app.config[name])
         except ValueError as exc:
@@ -117,7 +131,7 @@ def init_app(app: Flask) -> Limiter:
             redis_url(app)
 
     limiter = Limiter(client_key, strategy="fixed-window", headers_enabled=False)
-    limiter.shared_limit(current_limit, scope=lambda _endpoint: bucket())(api_bp)
+    limiter.shared_limit(current_limit, scope=lambda _endpoint: bucket(), cost=request_cost)(api_bp)
     # Of the HTML pages only the polled partial is limited (a page load is not a poll).
     limiter.shared_limit(
         current_limit,

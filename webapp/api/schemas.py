@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, EmailStr, Field
 from pydantic_core import PydanticCustomError
 
 from webapp.api.fields import (
+    NO_NUL_KEYS,
     Body,
     ClosedBody,
     Id,
+    NulFreeJson,
     Out,
     Params,
     PastMoment,
@@ -67,6 +69,19 @@ ASSESSMENT_ROUTES = [
     "rescore",
     "register_assessment_webhook",
 ]
+
+# An integration's own id for one of its students (the service checks the same rule).
+ExternalId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$",
+        description="An integration's own id for one of its students, unique within the "
+        "integration: no control characters, no spaces at either end.",
+        examples=["s-1001"],
+    ),
+]
 WebhookUrl = text(MAX_URL_LENGTH, min_length=1, description="An http(s) URL on a public address.")
 
 
@@ -110,6 +125,9 @@ class DeliveryPath(Params):
 
 class AssessmentFilter(Params):
     status: AssessmentStatus | None = None
+    external_id: ExternalId | None = Field(
+        None, description="Integrations: one student's assessments (none for an unknown id)."
+    )
 
 
 class RecentEventsQuery(Params):
@@ -140,6 +158,11 @@ class NewAssessment(Body):
         pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$",
         description="A question set's slug (404 QUESTION_SET_NOT_FOUND for an unknown one).",
         examples=["python-basics"],
+    )
+    external_id: ExternalId | None = Field(
+        None,
+        description="Integrations: the student it is for (required for them, 403 for "
+        "others); created if the integration has no student with this id yet.",
     )
 
 
@@ -257,6 +280,7 @@ class AssessmentOut(Out):
     completed_at: Timestamp | None
     responses: list[SavedAnswer]
     questions: list[QuestionOut] | None = Field(None, description="Not in lists.")
+    external_id: ExternalId | None = Field(None, description="An integration's student's id.")
 
     @classmethod
     def of(cls, assessment, *, with_questions: bool = True) -> AssessmentOut:
@@ -272,6 +296,7 @@ class AssessmentOut(Out):
             completed_at=assessment.completed_at,
             responses=sorted(assessment.responses, key=lambda r: r.question_id),
             questions=questions,
+            external_id=assessment.user.external_id,
         )
 
 
@@ -347,6 +372,9 @@ class StatusOut(Out):
     operation_id: int | None
     degraded: bool
     updated_at: Timestamp
+    external_id: ExternalId | None = Field(
+        None, description="Only on an integration's student's assessment."
+    )
 
 
 class SectionScore(Out):
@@ -670,3 +698,85 @@ class CallbackOut(Out):
     webhook_url: str
     registered_at: Timestamp
     signing_secret: str
+
+
+# --- integrations -------------------------------------------------------------------------------
+
+
+class NewStudent(ClosedBody):
+    external_id: ExternalId
+    name: text(100) | None = None  # type: ignore[valid-type]
+    email: EmailStr | None = Field(None, description="Contact only: never a login, not unique.")
+
+
+class StudentOut(Out):
+    external_id: ExternalId
+    name: str | None
+    email: str | None
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, student) -> StudentOut:
+        return cls(
+            external_id=student.external_id,
+            name=student.name,
+            email=student.contact_email,
+            created_at=student.created_at,
+        )
+
+
+class StudentFilter(Params):
+    external_id: ExternalId | None = None
+    after: whole_number(0, 2**31 - 1) | None = Field(  # type: ignore[valid-type]
+        None, description="The next page: the `next_after` of the last one."
+    )
+
+
+class Students(Out):
+    students: list[StudentOut]
+    next_after: int | None = Field(description="Set when there may be more: pass it as `after`.")
+
+
+class NewSignInLink(ClosedBody):
+    expires_in: StrictInt | None = Field(
+        None, ge=30, le=3600, description="Seconds (default SIGN_IN_LINK_TTL, 300)."
+    )
+
+
+class SignInLinkOut(Out):
+    url: str = Field(json_schema_extra={"format": "uri"})
+    expires_at: Timestamp
+    assessment_id: int
+    external_id: ExternalId
+
+
+class BatchItem(ClosedBody):
+    """One item of a batch submit; an item that does not fit fails alone, with its own 422."""
+
+    assessment_id: Id
+    responses: list[Answer] | None = None
+    idempotency_key: str | None = Field(
+        None, description="This item's own key: the `Idempotency-Key` its single submit takes."
+    )
+
+
+class BatchSubmit(ClosedBody):
+    items: list[Annotated[dict[str, NulFreeJson], Field(json_schema_extra=NO_NUL_KEYS)]] = Field(
+        min_length=1,
+        max_length=100,
+        description="Each a BatchItem `{assessment_id, responses?, idempotency_key?}`.",
+    )
+
+
+class BatchResult(Out):
+    index: int
+    assessment_id: int | None
+    status: int = Field(description="What `POST /assessments/{id}/submit` would answer.")
+    body: dict[str, Any] = Field(description="Its body: a Submission or a Problem.")
+
+
+class BatchOut(Out):
+    results: list[BatchResult]
+    accepted: int
+    already_submitted: int
+    failed: int

@@ -192,12 +192,14 @@ def _accepted(delivery):
 )
 def register_assessment_webhook(path: AssessmentPath, body: CallbackRegistration):
     """Deliver every event of this assessment to `webhook_url` too, signed with the owner's
-    secret: 201; 422 INVALID_WEBHOOK_URL for a bad or forbidden URL."""
+    secret (an integration's student's: the integration's); needs the `webhooks` scope.
+
+    201; 422 INVALID_WEBHOOK_URL for a bad or forbidden URL."""
     assessment = get_assessment(path.assessment_id, current_user)
     callback = callbacks.register_callback(assessment, body.webhook_url, current_user)
     return CallbackOut(
         assessment_id=assessment.id,
         webhook_url=callback.url,
         registered_at=callback.registered_at,
-        signing_secret=assessment.user.signing_secret,
+        signing_secret=assessment.user.signer.signing_secret,
     ).model_dump(mode="json"), 201

@@ -1,6 +1,6 @@
 """The data model, one module per aggregate; imported here so Alembic sees every table."""
 
-from webapp.models.accounts import ApiToken, Role, User
+from webapp.models.accounts import ApiToken, Role, Scope, User
 from webapp.models.assessments import Assessment, Response
 from webapp.models.audit import AuditEntry
 from webapp.models.history import Entity, HistoryEvent
@@ -8,6 +8,7 @@ from webapp.models.idempotency import IdempotencyKey
 from webapp.models.llm import LlmCall
 from webapp.models.operations import Operation, Score, StageRun
 from webapp.models.questions import Question, QuestionSet
+from webapp.models.sign_in_links import SignInLink
 from webapp.models.webhooks import (
     AssessmentCallback,
     Attempt,
@@ -54,7 +55,9 @@ __all__ = [
     "QuestionType",
     "Response",
     "Role",
+    "Scope",
     "Score",
+    "SignInLink",
     "Stage",
     "StageRun",
     "StageStatus",

@@ -3,13 +3,15 @@ its webhook signing secret (rotated by the owner, the old one signing for a grac
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import current_app
 from sqlalchemy import func, select, update
 
 from webapp.auth import forget_token
 from webapp.errors import ScorelineError, ValidationFailed
 from webapp.extensions import db
-from webapp.models import ApiToken, User
+from webapp.models import ApiToken, Scope, User
 from webapp.models.base import utcnow
 from webapp.services.webhooks import signing_secrets
 
@@ -49,8 +51,15 @@ def active_token_count(user: User) -> int:
     )
 
 
-def issue_token(user: User, name: str = "") -> tuple[ApiToken, str]:
-    """Create a token for `user`; returns the row and the plain token, which is never stored."""
+def issue_token(
+    user: User,
+    name: str = "",
+    *,
+    scopes: tuple[Scope, ...] = tuple(Scope),
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Create a token for `user` (every scope and no expiry unless given); returns the row and
+    the plain token, which is never stored."""
     name = (name or "").strip()
     if len(name) > MAX_TOKEN_NAME:
         raise ValidationFailed(
@@ -72,7 +81,7 @@ def issue_token(user: User, name: str = "") -> tuple[ApiToken, str]:
             f"An account can hold at most {cap} active API tokens. "
             "Revoke one you no longer use, then create the new one."
         )
-    row, plain = ApiToken.issue(user, name=name)
+    row, plain = ApiToken.issue(user, name=name, scopes=scopes, expires_at=expires_at)
     db.session.add(row)
     db.session.commit()
     return row, plain

@@ -17,6 +17,13 @@ from webapp.models.base import utcnow
 from webapp.request_values import unstorable_text
 from webapp.scoring.base import QuestionInput
 from webapp.scoring.vocabulary import AssessmentStatus, QuestionType
+from webapp.services.integrations import (
+    StudentFields,
+    find_student,
+    get_or_create_student,
+    may_view,
+    parse_external_id,
+)
 
 MAX_ANSWER_LENGTH = 20_000
 
@@ -25,39 +32,70 @@ def get_assessment(assessment_id: int, user: User) -> Assessment:
     """The assessment with this id if `user` may see it.
 
     Raises AssessmentNotFound (404) when it does not exist and Forbidden (403) when it
-    belongs to another student; admins see every assessment.
+    belongs to another student; admins see every assessment, an integration its students'.
     """
     assessment = db.session.get(Assessment, assessment_id)
     if assessment is None:
         raise AssessmentNotFound(f"No assessment has id {assessment_id}.")
-    if assessment.user_id != user.id and not user.is_admin:
+    if assessment.user_id != user.id and not may_view(user, assessment.user):
         raise Forbidden("This assessment belongs to another account.")
     return assessment
 
 
 def list_assessments(
-    user: User, status: AssessmentStatus | None = None, limit: int = 100
+    user: User,
+    status: AssessmentStatus | None = None,
+    limit: int = 100,
+    *,
+    external_id: str | None = None,
 ) -> list[Assessment]:
-    """The user's assessments, newest first; admins see everyone's."""
+    """The user's assessments, newest first; admins see everyone's, an integration its
+    students' (one student's with `external_id`)."""
     query = select(Assessment).order_by(Assessment.id.desc()).limit(limit)
-    if not user.is_admin:
+    if external_id is not None:
+        if not user.is_integration:  # a role mismatch (SPEC 3), like an admin-only route
+            raise Forbidden("Only integration accounts have students by external_id.")
+        errors: list[dict] = []
+        external_id = parse_external_id(external_id, errors)
+        if errors:
+            raise ValidationFailed("external_id is invalid.", errors=errors)
+        student = find_student(user, external_id)
+        if student is None:  # a filter: no such student, no assessments
+            return []
+        query = query.where(Assessment.user_id == student.id)
+    elif user.is_integration:
+        query = query.join(User, User.id == Assessment.user_id).where(
+            User.integration_id == user.id
+        )
+    elif not user.is_admin:
         query = query.where(Assessment.user_id == user.id)
     if status:
         query = query.where(Assessment.status == status)
     return list(db.session.scalars(query))
 
 
-def create_assessment(user: User, slug: object) -> Assessment:
-    """Start a draft assessment of the question set named by `slug`."""
+def create_assessment(user: User, slug: object, external_id: object = None) -> Assessment:
+    """Start a draft assessment of the question set named by `slug`.
+
+    An integration names the student it is for by `external_id` (required for it, refused for
+    anyone else); the student is created if the integration has none with that id yet.
+    """
+    errors: list[dict] = []
     if not isinstance(slug, str) or not slug.strip():
-        raise ValidationFailed(
-            "A question set slug is required.",
-            errors=[{"field": "question_set", "message": "must be a non-empty string"}],
-        )
+        errors.append({"field": "question_set", "message": "must be a non-empty string"})
+    if not user.is_integration and external_id is not None:  # a role mismatch (SPEC 3)
+        raise Forbidden("Only integration accounts create assessments for students.")
+    if user.is_integration:
+        external_id = parse_external_id(external_id, errors)
+    if errors:
+        raise ValidationFailed("The assessment request is invalid.", errors=errors)
     question_set = db.session.scalar(select(QuestionSet).where(QuestionSet.slug == slug.strip()))
     if question_set is None:
         raise QuestionSetNotFound(f"No question set is called {slug!r}.")
-    assessment = Assessment(user_id=user.id, question_set_id=question_set.id)
+    owner = user
+    if user.is_integration:
+        owner, _ = get_or_create_student(user, StudentFields(external_id, None, None))
+    assessment = Assessment(user_id=owner.id, question_set_id=question_set.id)
     db.session.add(assessment)
     db.session.commit()
     return assessment

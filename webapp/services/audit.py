@@ -39,6 +39,11 @@ class Action(enum.StrEnum):
     JOB_REQUEUED = "job.requeued"
     JOBS_CLEARED = "job.cleared"
     QUESTION_ADDED = "question_set.question_added"
+    INTEGRATION_CREATED = "integration.created"
+    STUDENT_CREATED = "integration.student_created"
+    SIGN_IN_LINK_ISSUED = "sign_in_link.issued"
+    SIGN_IN_LINK_USED = "sign_in_link.used"
+    SIGN_IN_LINK_REFUSED = "sign_in_link.refused"
 
 
 def record(

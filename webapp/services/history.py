@@ -139,7 +139,13 @@ def recent(user: User, hours: int, limit: int = 500) -> list[HistoryEvent]:
         .order_by(*NEWEST_FIRST)
         .limit(limit)
     )
-    if not user.is_admin:
+    if user.is_integration:
+        query = (
+            query.join(Assessment, Assessment.id == HistoryEvent.assessment_id)
+            .join(User, User.id == Assessment.user_id)
+            .where(User.integration_id == user.id)
+        )
+    elif not user.is_admin:
         query = query.join(Assessment, Assessment.id == HistoryEvent.assessment_id).where(
             Assessment.user_id == user.id
         )

@@ -212,7 +212,7 @@ def status_view(assessment: Assessment) -> dict:
     stamps = [assessment.updated_at] + [r.updated_at for r in runs]
     if operation:
         stamps.append(operation.updated_at)
-    return {
+    body = {
         "assessment_id": assessment.id,
         "status": assessment.status,
         "overall_progress": overall_progress(runs, finished),
@@ -231,6 +231,10 @@ def status_view(assessment: Assessment) -> dict:
         "degraded": assessment.degraded,
         "updated_at": isoformat(max(s for s in stamps if s is not None)),
     }
+    # An integration's student is named by the integration's own id for them.
+    if assessment.user.external_id is not None:
+        body["external_id"] = assessment.user.external_id
+    return body
 
 
 def etag_for(body: dict) -> str:

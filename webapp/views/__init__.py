@@ -16,6 +16,7 @@ from webapp.views import (
     presentation,
     progress,
     results,
+    sign_in,
     student,
     take,
 )
@@ -29,6 +30,7 @@ BLUEPRINTS: tuple[Blueprint, ...] = (
     results.bp,
     account.bp,
     admin.bp,
+    sign_in.bp,
 )
 
 
@@ -36,6 +38,7 @@ def init_app(app: Flask) -> None:
     """Register the HTML blueprints, their template globals and filters."""
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
+    app.before_request(sign_in.restrict_link_sessions)
     app.context_processor(presentation.template_globals)
     app.jinja_env.filters.update(presentation.FILTERS)
 

@@ -219,4 +219,4 @@ def signing_keys(delivery: Delivery) -> list[str]:
     if delivery.endpoint is not None:
         return delivery.endpoint.active_secrets()
     assessment = db.session.get(Assessment, delivery.callback.assessment_id)
-    return assessment.user.active_signing_secrets()
+    return assessment.user.signer.active_signing_secrets()

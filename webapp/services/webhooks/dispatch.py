@@ -109,23 +109,31 @@ def progress_changed(operation: Operation) -> None:
 def _assessment_data(assessment: Assessment, operation: Operation | None) -> dict:
     """The fields every assessment event carries (`sequence` is added when it is written)."""
     finished = AssessmentStatus(assessment.status).finished
-    return {
+    data = {
         "assessment_id": assessment.id,
         "operation_id": operation.id if operation is not None else None,
         "status": assessment.status,
         "overall_progress": 100 if finished else (operation.progress if operation else 0),
     }
+    if assessment.user.external_id is not None:  # an integration's student
+        data["external_id"] = assessment.user.external_id
+    return data
 
 
 def _operation_data(operation: Operation) -> dict:
     """The fields every operation event carries."""
-    return {
+    data = {
         "assessment_id": operation.assessment_id,
         "operation_id": operation.id,
         "operation_type": operation.operation_type,
         "status": operation.status,
         "overall_progress": 100,
     }
+    if operation.assessment_id is not None:
+        student = db.session.get(Assessment, operation.assessment_id).user
+        if student.external_id is not None:  # an integration's student
+            data["external_id"] = student.external_id
+    return data
 
 
 def result_summary(operation: Operation) -> dict | None:

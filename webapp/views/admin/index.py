@@ -15,6 +15,8 @@ ADMIN_PAGES: tuple[tuple[str, str, str, str], ...] = (
      "Endpoints, their health, delivery logs and secrets."),
     ("question_sets", "admin.question_sets", "Question sets",
      "The sets and their questions; generate new ones."),
+    ("integrations", "admin.integrations", "Integrations",
+     "Service accounts acting for their students: tokens, students, activity."),
     ("audit", "admin.audit_log", "Audit log", "Who did what, and when."),
 )  # fmt: skip
 
