@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.routing import IntegerConverter
 
-from webapp import browser_headers, request_body, secret_box, secret_key
+from webapp import browser_headers, fast_polls, request_body, secret_box, secret_key
 from webapp.config import INSTANCE_DIR, PROJECT_ROOT, Config
 from webapp.extensions import csrf, db, htmx, login_manager, migrate
 from webapp.request_values import MAX_ID
@@ -51,7 +51,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)
-    browser_headers.init_app(app)  # first: plain HTTP is redirected before anything answers
     csrf.init_app(app)
     htmx.init_app(app)
     request_body.init_app(app)  # after htmx-flask, whose request class it extends
@@ -67,9 +66,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     queues.init_app(app)
     auth.init_app(app)
     app.register_blueprint(api_bp)
-    from webapp import fast_polls
-
-    fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
     init_views(app)
     rate_limits.init_app(app)  # after the blueprints it limits
     login_limits.init_app(app)  # on the limiter rate_limits made
@@ -79,6 +75,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.register_blueprint(health.bp)
     metrics_server.init_app(app)
+    fast_polls.init_app(app)  # polls answered from memory, before Flask
+    browser_headers.init_app(app)  # around it: every answer, the shortcut's too, gets them
     http_observer.init_app(app)  # it wraps the other middleware, the poll shortcut too
     browser_headers.trust_proxies(app)  # outermost WSGI layer
     return app

@@ -8,7 +8,7 @@ from webapp.errors import AssessmentBusy, AssessmentNotSubmitted
 from webapp.extensions import db
 from webapp.models import Assessment, AssessmentStatus, Operation, User
 from webapp.models.base import utcnow
-from webapp.services import audit, history, pipeline, status_cache
+from webapp.services import audit, history, pipeline, poll_changes
 from webapp.services.audit import Action
 
 RESCORABLE = (AssessmentStatus.COMPLETED, AssessmentStatus.FAILED)
@@ -35,7 +35,7 @@ def rescore_assessment(assessment: Assessment, user: User) -> Operation:
         db.session.rollback()
         _check_rescorable(db.session.get(Assessment, assessment_id, populate_existing=True))
         raise AssessmentBusy(f"Assessment {assessment_id} changed while rescoring; try again.")
-    status_cache.touch(db.session(), assessment_id)
+    poll_changes.touch(db.session(), assessment_id)
     assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
     score = pipeline.score_rules(assessment)
     operation = pipeline.create_scoring_operation(
