@@ -128,7 +128,7 @@ class PollShortcut:
         limits = near.get(("l", str(entry.owner)))
         if limits is None or not self._count(limits):
             return None
-        environ[POLL_HIT] = (kind, "memory", ENDPOINTS[kind])
+        environ[POLL_HIT] = (kind, ENDPOINTS[kind])
         status, headers, body = poll_answer(kind, entry, environ.get("HTTP_IF_NONE_MATCH"))
         return status, [*headers, ("Vary", "Cookie")], body
 

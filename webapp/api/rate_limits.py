@@ -10,9 +10,9 @@ and shared by every endpoint in it, in fixed one-minute windows:
 
 Over the limit: 429 RATE_LIMITED problem+json with `Retry-After` (seconds to the window's end).
 A request costs one Redis round trip (an INCR-and-EXPIRE script); headers are not computed.
-Polls answered from the poll cache (webapp/fast_polls.py) never reach Flask-Limiter; each counts
-itself, one by one, in the same Redis counter (the limiter's own storage and key), so several
-web processes together stop at the limit.
+Polls answered from memory before Flask (webapp/fast_polls.py) are counted, one by one, against
+the limits this limiter counted the account's last poll against (`Limiter.current_limits`), with
+its own strategy and storage, so several web processes together stop at the limit.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def init_app(app: Flask) -> Limiter:
         exempt_when=lambda: request.endpoint not in POLL_ENDPOINTS,
     )(app.blueprints["progress"])
     limiter.init_app(app)
-    app.extensions["scoreline_limiter"] = limiter  # the poll fast path counts in its storage
+    app.extensions["scoreline_limiter"] = limiter  # the poll shortcut counts polls with it
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):
