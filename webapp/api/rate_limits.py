@@ -29,6 +29,7 @@ from limits import parse_many
 
 from webapp.api import api_bp
 from webapp.api.problems import problem
+from webapp.queues import redis_url
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ def init_app(app: Flask) -> Limiter:
     tests build several apps). When Redis is unreachable the limits are counted in memory
     instead, so the API, submit included, keeps working.
     """
-    from webapp.queues import redis_url
-
     for name in (f"RATE_LIMIT_{b.upper()}" for b in BUCKETS):
         try:
             parse_many(app.config[name])
