@@ -33,8 +33,9 @@ from webapp import create_app
 from webapp.auth import SESSION_GENERATION
 from webapp.config import PROJECT_ROOT
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, Operation, QuestionSet, User
+from webapp.models import Assessment, Operation, QuestionSet, User
 from webapp.queues import get_queue
+from webapp.scoring.vocabulary import AssessmentStatus
 
 # --- the test accounts (seeded by the `app` fixture) ------------------------------------------
 
@@ -488,9 +489,9 @@ def live_near_cache(app):
     from webapp.near_cache import near_cache  # the poll path's own module; imported when used
 
     near = near_cache(app)
-    near.get("status", 0)  # starts the listener
+    near.get(("a", "0"))  # starts the listener
     deadline = time.monotonic() + 10
-    while not near._live:
+    while near.ticket() is None:
         assert time.monotonic() < deadline, "the near cache never subscribed"
         time.sleep(0.01)
     return near

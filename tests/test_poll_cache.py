@@ -1,4 +1,4 @@
-"""The poll cache: status polls and progress partials from Redis, never stale, owner only."""
+"""The poll cache: status polls and progress partials from memory, never stale, owner only."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from tests.support import (
 )
 from webapp.extensions import db
 from webapp.models import ApiToken, Assessment, StageRun, User
+from webapp.near_cache import Entry, near_cache
 from webapp.scoring.vocabulary import AssessmentStatus, Stage
-from webapp.services import progress, status_cache
+from webapp.services import poll_changes, progress
 from webapp.services.accounts import revoke_token
 
 pytestmark = pytest.mark.db
@@ -57,6 +58,7 @@ def advance(app, run_id: int, percentage: int) -> None:
 
 
 def test_a_repeated_status_poll_runs_no_sql(app, client, tokens, in_progress):
+    live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     first = client.get(url, headers=bearer(tokens["student"]))
     with Statements(app) as statements:
@@ -71,6 +73,7 @@ def test_a_repeated_status_poll_runs_no_sql(app, client, tokens, in_progress):
 
 
 def test_a_cached_poll_still_answers_304_to_its_etag(app, client, tokens, in_progress):
+    live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     etag = client.get(url, headers=bearer(tokens["student"])).headers["ETag"]
     with Statements(app) as statements:
@@ -80,6 +83,7 @@ def test_a_cached_poll_still_answers_304_to_its_etag(app, client, tokens, in_pro
 
 
 def test_a_change_shows_in_the_very_next_poll(app, client, tokens, in_progress):
+    live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     run_id = gpt_run(app, in_progress)
     for percentage in (60, 70, 80):
@@ -90,32 +94,16 @@ def test_a_change_shows_in_the_very_next_poll(app, client, tokens, in_progress):
         assert gpt["percentage"] == percentage
 
 
-def test_an_entry_built_before_a_change_is_never_served(app, client, tokens, in_progress):
-    """The race: a poll reads the database, a worker commits a change, then the poll caches what
-    it read. The entry carries the version from before the change, so it is not used."""
-    url = f"/api/v1/assessments/{in_progress}/status"
-    with app.app_context():
-        version = status_cache.current_version(in_progress)
-    advance(app, gpt_run(app, in_progress), 90)
-    with app.app_context():
-        status_cache.store(
-            status_cache.STATUS, in_progress, version, owner_id=1,
-            content='{"stale": true}', etag="stale", finished=False,
-        )  # fmt: skip
-    body = client.get(url, headers=bearer(tokens["student"])).get_json()
-    assert "stale" not in body
-    assert next(s for s in body["stages"] if s["name"] == "gpt")["percentage"] == 90
-
-
 def test_a_bulk_update_also_invalidates(app, client, tokens, in_progress):
     """Submit and rescore flip the status with one UPDATE the ORM doesn't track."""
+    near = live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     client.get(url, headers=bearer(tokens["student"]))
+    assert near.get(("a", str(in_progress)), "status") is not None
     with app.app_context():
-        before = status_cache.current_version(in_progress)
-        status_cache.touch(db.session(), in_progress)
+        poll_changes.touch(db.session(), in_progress)
         db.session.commit()
-        assert status_cache.current_version(in_progress) == before + 1
+    assert near.get(("a", str(in_progress)), "status") is None
 
 
 def test_someone_elses_token_is_refused_even_with_an_entry(app, client, tokens, in_progress):
@@ -143,8 +131,8 @@ def test_a_revoked_token_stops_working_at_once(app, client, in_progress):
 
 
 def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):
-
     limited = sibling_app(app, RATELIMIT_KEY_PREFIX="test-poll-cache", RATE_LIMIT_POLL="4/minute")
+    live_near_cache(limited)
     with limited.app_context():
         from webapp.queues import get_redis
 
@@ -165,6 +153,7 @@ def test_cached_polls_count_against_the_poll_limit(app, tokens, in_progress):
 
 
 def test_the_partial_is_cached_for_its_owner_only(app, client, in_progress):
+    live_near_cache(app)
     url = f"/assessments/{in_progress}/progress/live"
     htmx = {"HX-Request": "true"}
     log_in(client, STUDENT)
@@ -188,6 +177,7 @@ def test_the_partial_is_cached_for_its_owner_only(app, client, in_progress):
 
 
 def test_a_finished_assessment_stops_polling_from_the_cache(app, client, in_progress):
+    live_near_cache(app)
     log_in(client, STUDENT)
     url = f"/assessments/{in_progress}/progress/live"
     assert client.get(url, headers={"HX-Request": "true"}).status_code == 200
@@ -222,64 +212,47 @@ def test_without_redis_polls_take_the_database_path(app, tokens, in_progress):
         assert response.get_json()["assessment_id"] == in_progress
 
 
-# --- the in-process layer (webapp/near_cache.py) ------------------------------------------------
+# --- the near cache (webapp/near_cache.py) ------------------------------------------------------
 
 
-@pytest.fixture()
-def counted_reads(monkeypatch):
-    """How many polls went to Redis for their answer."""
-    calls = []
-    original = status_cache.read
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(status_cache, "read", counting)
-    return calls
-
-
-def other_process_bump(app, assessment_id: int) -> None:
+def other_process_change(app, assessment_id: int) -> None:
     """A change announced by another process: a second app, with a near cache of its own."""
 
     other = sibling_app(app)
     with other.app_context():
-        status_cache.bump([assessment_id])
+        poll_changes.changed([assessment_id])
 
 
-def test_repeated_polls_are_answered_from_memory(app, client, tokens, in_progress, counted_reads):
+def test_repeated_polls_are_answered_from_memory(app, client, tokens, in_progress):
     live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     first = client.get(url, headers=bearer(tokens["student"]))
-    reads = len(counted_reads)
     for _ in range(5):
-        again = client.get(url, headers=bearer(tokens["student"]))
-        assert again.get_data() == first.get_data()
-    assert len(counted_reads) == reads  # not one more trip to Redis for the answer
+        again, through_flask = get_noting_flask(app, client, url, headers=bearer(tokens["student"]))
+        assert not through_flask and again.get_data() == first.get_data()
 
 
 def test_another_process_change_reaches_this_process(app, client, tokens, in_progress):
     near = live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     client.get(url, headers=bearer(tokens["student"]))
-    client.get(url, headers=bearer(tokens["student"]))
-    assert near.get("status", in_progress) is not None
-    other_process_bump(app, in_progress)
-    eventually(lambda: near.get("status", in_progress) is None)
+    assert near.get(("a", str(in_progress)), "status") is not None
+    other_process_change(app, in_progress)
+    eventually(lambda: near.get(("a", str(in_progress)), "status") is None)
 
 
-def test_an_entry_built_across_a_change_is_not_kept(app, in_progress):
-    from webapp.near_cache import Entry
-
+def test_an_answer_built_across_a_change_is_not_kept(app, in_progress):
+    """The race: a poll reads the database, another process commits a change, then the poll
+    keeps what it read. The change arrived after the poll's ticket, so the answer is not kept."""
     near = live_near_cache(app)
-    with app.app_context():
-        ticket = near.begin(in_progress)
-        version = status_cache.current_version(in_progress)
-        other_process_bump(app, in_progress)
-        eventually(lambda: near._bumped.get(in_progress, 0) > version)
-        near.put(ticket, "status", Entry(version, 1, "e", False, "{}"))
-        near.end(ticket)
-    assert near.get("status", in_progress) is None
+    subject = ("a", str(in_progress))
+    ticket = near.ticket()
+    other_process_change(app, in_progress)
+    eventually(lambda: near.ticket().seq > ticket.seq)
+    near.learn(ticket, subject, Entry(1, "e", False, "{}"), "status")
+    assert near.get(subject, "status") is None
+    near.learn(near.ticket(), subject, Entry(1, "e", False, "{}"), "status")
+    assert near.get(subject, "status") is not None  # one taken after the change is kept
 
 
 def test_a_lost_subscription_empties_the_near_cache(app, client, tokens, in_progress):
@@ -288,13 +261,37 @@ def test_a_lost_subscription_empties_the_near_cache(app, client, tokens, in_prog
     near = live_near_cache(app)
     url = f"/api/v1/assessments/{in_progress}/status"
     client.get(url, headers=bearer(tokens["student"]))
-    client.get(url, headers=bearer(tokens["student"]))
-    assert near.get("status", in_progress) is not None
+    assert near.get(("a", str(in_progress)), "status") is not None
     with app.app_context():
         get_redis().client_kill_filter(_type="pubsub")
-    eventually(lambda: near.get("status", in_progress) is None)
+    eventually(lambda: near.get(("a", str(in_progress)), "status") is None)
     live_near_cache(app)  # it subscribes again by itself
     assert client.get(url, headers=bearer(tokens["student"])).status_code == 200
+
+
+def test_a_change_announced_while_the_subscription_was_down_is_never_missed(
+    app,
+    client,
+    tokens,
+    in_progress,
+):
+    """Whatever redis-py does on its own after a broken connection, every (re)subscription
+    starts from nothing: a change announced while this process could not hear it is seen."""
+    from webapp.queues import get_redis
+
+    near = live_near_cache(app)
+    url = f"/api/v1/assessments/{in_progress}/status"
+    run_id = gpt_run(app, in_progress)
+    for percentage in (61, 62, 63):
+        client.get(url, headers=bearer(tokens["student"]))
+        with app.app_context():
+            get_redis().client_kill_filter(_type="pubsub")
+        eventually(lambda: near.ticket() is None)  # it noticed, and reconnects in 0.5 s
+        advance(sibling_app(app), run_id, percentage)  # another process: unheard here
+        live_near_cache(app)
+        body = client.get(url, headers=bearer(tokens["student"])).get_json()
+        assert next(s for s in body["stages"] if s["name"] == "gpt")["percentage"] == percentage
+    assert near is near_cache(app)
 
 
 def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):
@@ -314,7 +311,7 @@ def test_a_token_revoked_elsewhere_stops_working_here(app, client, in_progress):
         revoke_token(db.session.get(User, user_id), token_id)
     from webapp.models.accounts import hash_token
 
-    eventually(lambda: near.account_of(hash_token(plain)) is None)
+    eventually(lambda: near.get(("t", hash_token(plain))) is None)
     assert client.get(url, headers=bearer(plain)).status_code == 401
 
 
@@ -337,7 +334,6 @@ def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_prog
 
 @pytest.mark.parametrize("limit", [3, 4, 5])
 def test_the_limit_is_exact_when_polls_come_from_memory(app, tokens, in_progress, limit):
-
     limited = sibling_app(
         app,
         RATELIMIT_KEY_PREFIX=f"test-exact-{limit}-{in_progress}-{id(app)}",
@@ -372,7 +368,6 @@ def test_the_wsgi_shortcut_answers_exactly_as_the_app_does(app, client, tokens, 
 
     built, through_flask = poll()  # builds the entry
     assert through_flask
-    poll()  # from Redis: this process now knows the token too
     cached, through_flask = poll()
     assert not through_flask  # from memory, Flask never involved
     assert_same_response(cached, built)

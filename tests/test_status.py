@@ -6,11 +6,8 @@ import pytest
 from sqlalchemy import event
 
 from webapp.extensions import db
-from webapp.models import (
-    Stage,
-    StageRun,
-    StageStatus,
-)
+from webapp.models import StageRun
+from webapp.scoring.vocabulary import Stage, StageStatus
 from webapp.services.progress import overall_progress
 
 pytestmark = pytest.mark.db

@@ -55,7 +55,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"))
     login_manager.init_app(app)
-    browser_headers.init_app(app)  # first: plain HTTP is redirected before anything answers
     csrf.init_app(app)
     htmx.init_app(app)
     request_body.init_app(app)  # after htmx-flask, whose request class it extends
@@ -80,7 +79,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     # served but not documented is a 500 there); in production that work is skipped.
     app.validate_response = app.testing
     app.register_api(api_bp)
-    fast_polls.init_app(app)  # ahead of the rate limiter: cached polls count themselves
     init_views(app)
     rate_limits.init_app(app)  # after the blueprints it limits
     login_limits.init_app(app)  # on the limiter rate_limits made
@@ -88,6 +86,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     app.register_api(health.bp)
     metrics_server.init_app(app)
+    fast_polls.init_app(app)  # polls answered from memory, before Flask
+    browser_headers.init_app(app)  # around it: every answer, the shortcut's too, gets them
     http_observer.init_app(app)  # it wraps the other middleware, the poll shortcut too
     browser_headers.trust_proxies(app)  # outermost WSGI layer
     return app

@@ -12,11 +12,10 @@ or changing the password moves the generation on, ending every earlier session s
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 
 import redis
-from flask import Flask, current_app, g, request, session
+from flask import Flask, g, request, session
 from flask_login import login_user, logout_user
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import joinedload
@@ -26,18 +25,12 @@ from webapp.extensions import db, login_manager
 from webapp.models import ApiToken, Scope, User
 from webapp.models.accounts import hash_token
 from webapp.models.base import utcnow
-from webapp.queues import get_redis
-from webapp.services.status_cache import CHANNEL
+from webapp.near_cache import announce
 
 log = logging.getLogger(__name__)
 
 # Writing last_used_at on every poll would turn reads into writes; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-# Valid tokens are remembered in Redis (token hash -> account id) for the polling fast path.
-TOKEN_CACHE_TTL = 300
-# A revoked token's entry says so for longer than any remembered one lives, so a lookup that
-# raced the revocation cannot put the token back.
-REVOKED = b"revoked"
 # The session key holding the generation the session was made in (see User.session_generation).
 SESSION_GENERATION = "_gen"
 
@@ -54,7 +47,6 @@ def load_user(user_id: str) -> User | None:
     """The user of a browser session still in its user's current generation."""
     if sends_bearer(request.headers.get("Authorization", "")):
         return None  # the header alone decides (load_user_from_bearer)
-    g.session_checked_at = time.monotonic()  # before the read: see NearCache.put_session
     try:
         user = db.session.get(User, int(user_id))
     except ValueError:
@@ -92,11 +84,8 @@ def end_sessions(user: User) -> None:
 
 def _announce_sessions_ended(user_id: int) -> None:
     """Tell every web process's poll shortcut to stop trusting this user's session cookies."""
-    near = current_app.extensions.get("near_cache")
-    if near is not None:
-        near.sessions_ended(user_id)
     try:
-        get_redis().publish(CHANNEL, f"s {user_id}")
+        announce("s", user_id)
     except redis.RedisError:
         # Near caches forget everything when they lose Redis, and serve nothing until they
         # have it back, so none can keep trusting an ended session.
@@ -164,37 +153,17 @@ def bearer_token_hash(header: str) -> str | None:
     return hash_token(token)
 
 
-def token_cache_key(token_hash: str) -> str:
-    return f"scoreline:token:{token_hash}"
-
-
-def cached_account(raw: bytes | None) -> int | None:
-    """The account id a token-cache entry names; None if unknown or revoked."""
-    if raw is None or raw == REVOKED:
-        return None
-    return int(raw)
-
-
 def remember_token(token_hash: str, user_id: int) -> None:
-    """Note a valid token for the fast path; never overwrites a revocation (SET NX)."""
-    try:
-        get_redis().set(token_cache_key(token_hash), user_id, ex=TOKEN_CACHE_TTL, nx=True)
-    except redis.RedisError:
-        log.debug("token cache: Redis unreachable")
+    """Let this request's poll answer vouch for the token (webapp.fast_polls learns it)."""
+    g.poll_token = token_hash
 
 
 def forget_token(token_hash: str) -> None:
-    """A revoked token stops working at once on the fast paths too (call after the commit):
-    its cache entry becomes a tombstone, and every process's near cache is told."""
-    near = current_app.extensions.get("near_cache")
-    if near is not None:
-        near.revoked(token_hash)
+    """A revoked token stops working at once on the poll shortcut too (call after the commit):
+    every process's near cache is told, this one at once."""
     try:
-        pipe = get_redis().pipeline(transaction=True)
-        pipe.set(token_cache_key(token_hash), REVOKED, ex=2 * TOKEN_CACHE_TTL)
-        pipe.publish(CHANNEL, f"t {token_hash}")
-        pipe.execute()
+        announce("t", token_hash)
     except redis.RedisError:
-        # The fast paths only serve a token with an entry, and near caches drop everything when
-        # they lose Redis; a stale entry could outlive this outage by at most TOKEN_CACHE_TTL.
-        log.warning("token cache: Redis unreachable; revoked token may be served from cache")
+        # Near caches forget everything when they lose Redis and serve nothing until they have
+        # it back, so none can keep serving the token.
+        log.warning("token %s revoked; Redis unreachable for the announcement", token_hash[:8])

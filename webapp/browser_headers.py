@@ -1,10 +1,9 @@
 """What browsers are told about every answer: content policy, framing, sniffing, referrers, HTTPS.
 
-Flask-Talisman sets these headers on every answer the app builds (pages, API, static files,
-error pages) and, with FORCE_HTTPS, redirects plain HTTP and sends HSTS. The WSGI poll shortcut
-(webapp/fast_polls.PollShortcut) answers some polls before Flask runs, so `shortcut_headers`
-gives it the very same headers from the same policy; tests compare the two paths header by
-header.
+`BrowserHeaders`, WSGI middleware around the app and the poll shortcut (webapp/fast_polls), puts
+the same headers on every answer, whoever built it (pages, API, static files, error pages,
+polls answered from memory), and with FORCE_HTTPS redirects plain HTTP and sends HSTS. One
+builder, so the two paths cannot drift apart.
 
 The policy: everything from this origin only; no inline script and no eval (htmx runs with
 `allowEval: false` and no indicator style of its own, see templates/base.html); inline style
@@ -15,8 +14,9 @@ The policy: everything from this origin only; no inline script and no eval (htmx
 from __future__ import annotations
 
 from flask import Flask
-from flask_talisman import DENY, Talisman
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.utils import redirect
+from werkzeug.wsgi import get_current_url
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -37,50 +37,49 @@ REFERRER_POLICY = "same-origin"
 PERMISSIONS_POLICY = "browsing-topics=(), camera=(), geolocation=(), microphone=()"
 HSTS_MAX_AGE = 365 * 24 * 3600
 HSTS = f"max-age={HSTS_MAX_AGE}; includeSubDomains"
-# What Talisman sets on every answer with the settings below (the shortcut adds these).
-SHORTCUT_HEADERS = [
-    ("Permissions-Policy", PERMISSIONS_POLICY),
-    ("X-Frame-Options", DENY),
-    ("X-Content-Type-Options", "nosniff"),
+HEADERS = [
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", REFERRER_POLICY),
+    ("Permissions-Policy", PERMISSIONS_POLICY),
 ]
 PROXY_FIX_SETTINGS = ("x_for", "x_proto", "x_host", "x_port", "x_prefix")
 
 
 def init_app(app: Flask) -> None:
-    """Security headers on every answer, and HTTPS when FORCE_HTTPS; call before any other
-    before-request hook, so a plain-HTTP request is redirected before anything answers it."""
-    force_https = app.config["FORCE_HTTPS"]
-    Talisman(
-        app,
-        force_https=force_https,
-        strict_transport_security=force_https,
-        strict_transport_security_max_age=HSTS_MAX_AGE,
-        session_cookie_secure=app.config["SESSION_COOKIE_SECURE"],
-        session_cookie_samesite=app.config["SESSION_COOKIE_SAMESITE"],
-        frame_options=DENY,
-        content_security_policy=CONTENT_SECURITY_POLICY,
-        referrer_policy=REFERRER_POLICY,
-        permissions_policy=PERMISSIONS_POLICY,
-    )
+    """Browser headers on every answer, and HTTPS when FORCE_HTTPS; call after the poll
+    shortcut is installed, so this wraps it."""
+    app.wsgi_app = BrowserHeaders(app, app.wsgi_app)
+
+
+class BrowserHeaders:
+    """WSGI middleware: the headers on every answer; plain HTTP redirected when FORCE_HTTPS."""
+
+    def __init__(self, app: Flask, wsgi_app) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        # An HTTPS request: the scheme (ProxyFix's word, when trusted), or the proxy's header.
+        secure = "https" in (environ["wsgi.url_scheme"], environ.get("HTTP_X_FORWARDED_PROTO"))
+        force_https = self.app.config["FORCE_HTTPS"] and not self.app.debug
+        headers = HEADERS
+        if force_https and secure:
+            headers = [*HEADERS, ("Strict-Transport-Security", HSTS)]
+
+        def start(status: str, response_headers: list, exc_info=None):
+            return start_response(status, response_headers + headers, exc_info)
+
+        if force_https and not secure:
+            url = get_current_url(environ).replace("http://", "https://", 1)
+            return redirect(url, 302)(environ, start)
+        return self.wsgi_app(environ, start)
 
 
 def trust_proxies(app: Flask) -> None:
     """Read the client's address and scheme from the PROXY_FIX_* hops of X-Forwarded-* headers;
-    call last, so the WSGI poll shortcut sees them too."""
+    call last, so every other layer sees them."""
     hops = {name: app.config[f"PROXY_FIX_{name.upper()}"] for name in PROXY_FIX_SETTINGS}
     if any(hops.values()):
         app.wsgi_app = ProxyFix(app.wsgi_app, **hops)
-
-
-def shortcut_headers(app: Flask, environ: dict) -> list[tuple[str, str]] | None:
-    """The headers Talisman puts on the app's answers, for an answer built outside Flask; None
-    when the app must answer itself (a plain-HTTP request FORCE_HTTPS redirects)."""
-    # Talisman's own test for an HTTPS request: the scheme, or the proxy's word for it.
-    secure = "https" in (environ.get("wsgi.url_scheme"), environ.get("HTTP_X_FORWARDED_PROTO"))
-    if app.config["FORCE_HTTPS"] and not secure and not app.debug:
-        return None
-    if app.config["FORCE_HTTPS"] and secure:
-        return [*SHORTCUT_HEADERS, ("Strict-Transport-Security", HSTS)]
-    return SHORTCUT_HEADERS

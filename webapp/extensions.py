@@ -1,5 +1,10 @@
 """Flask extensions, created unbound here and bound to the app in `create_app`."""
 
+import logging
+import time
+
+import redis
+from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -29,3 +34,18 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = Htmx()
+
+
+log = logging.getLogger(__name__)
+
+
+def seconds_to_retry(limiter: Limiter) -> int:
+    """Seconds until the window of the limit this request broke ends (60 if unknown): the
+    `Retry-After` of the API's and the login form's 429s (the limiter is made per app by
+    webapp.api.rate_limits)."""
+    try:
+        if limiter.current_limit is not None:
+            return max(1, int(limiter.current_limit.reset_at - time.time()))
+    except redis.RedisError:
+        log.warning("rate limit window unknown (Redis unreachable); Retry-After: 60")
+    return 60

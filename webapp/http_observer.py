@@ -16,7 +16,8 @@ from webapp import correlation, metrics, request_metrics
 
 log = logging.getLogger("webapp.http")
 
-# environ keys: what the poll shortcut answered, and the (endpoint, route) Flask matched.
+# environ keys: the poll shortcut's (kind, endpoint) of a poll it answered from memory, and the
+# (endpoint, route) Flask matched.
 POLL_HIT = "scoreline.poll_hit"
 ROUTE = "scoreline.route"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -65,7 +66,7 @@ class HttpObserver:
         hit = environ.get(POLL_HIT)
         matched = environ.get(ROUTE)
         if hit is not None:
-            endpoint = hit[2]
+            endpoint = hit[1]
             route = self._poll_route(endpoint)
         elif matched is not None:
             endpoint, route = matched
@@ -102,7 +103,7 @@ class HttpObserver:
         folder = metrics.directory()
         if folder is not None:
             stats = request_metrics.stats(folder)
-            stats.record((method, route, status), seconds, hit[:2] if hit else None)
+            stats.record((method, route, status), seconds, hit[0] if hit else None)
 
     def _poll_route(self, endpoint: str) -> str:
         """The route template of a poll endpoint the shortcut answered."""

@@ -34,16 +34,16 @@ class RequestStats:
         self._lock = threading.Lock()
         # (method, route, status) -> [count, sum of seconds, count per bucket (+Inf last)]
         self._requests: dict[tuple[str, str, str], list] = {}
-        self._hits: dict[tuple[str, str], int] = {}  # (kind, layer) -> polls from the cache
+        self._hits: dict[str, int] = {}  # poll kind -> polls answered from memory
         self._dirty = False
         self._stop = threading.Event()
         thread = threading.Thread(target=self._flush_forever, name="request-metrics", daemon=True)
         thread.start()
         atexit.register(self.flush)
 
-    def record(self, key: tuple[str, str, str], seconds: float, hit: tuple | None) -> None:
-        """One request: (method, route, status), its duration, and the poll cache layer that
-        answered it (kind, layer), if any."""
+    def record(self, key: tuple[str, str, str], seconds: float, hit: str | None) -> None:
+        """One request: (method, route, status), its duration, and the kind of poll the poll
+        cache answered it as, if it did."""
         bucket = bisect_left(HTTP_BUCKETS, seconds)  # the first bound >= seconds (le)
         with self._lock:
             entry = self._requests.get(key)
@@ -66,7 +66,7 @@ class RequestStats:
                     [*key, n, total, list(buckets)]
                     for key, (n, total, buckets) in self._requests.items()
                 ],
-                "hits": [[*key, n] for key, n in self._hits.items()],
+                "hits": [[kind, n] for kind, n in self._hits.items()],
             }
             self._dirty = False
         temporary = self.path.with_suffix(".tmp")
@@ -91,7 +91,7 @@ class RequestCollector(Collector):
     def collect(self):
         """Read each process's file and emit the counter and histogram families."""
         requests: dict[tuple, list] = {}
-        hits: dict[tuple, int] = {}
+        hits: dict[str, int] = {}
         for path in self.folder.glob(f"{_PREFIX}*.json"):
             try:
                 state = json.loads(path.read_text())
@@ -104,8 +104,8 @@ class RequestCollector(Collector):
                 entry[0] += n
                 entry[1] += total
                 entry[2] = [a + b for a, b in zip(entry[2], buckets, strict=True)]
-            for kind, layer, n in state["hits"]:
-                hits[(kind, layer)] = hits.get((kind, layer), 0) + n
+            for kind, n in state["hits"]:
+                hits[kind] = hits.get(kind, 0) + n
         counter = CounterMetricFamily(
             f"{NAMESPACE}_http_requests",
             "HTTP requests answered, by method, route template and status code.",
@@ -130,11 +130,11 @@ class RequestCollector(Collector):
             histogram.add_metric([method, route], cumulative, total)
         polls = CounterMetricFamily(
             f"{NAMESPACE}_poll_cache_hits",
-            "Polls answered from the poll cache: layer memory (before Flask) or redis.",
-            labels=["kind", "layer"],
+            "Polls answered from the poll cache (from memory, before Flask), by kind.",
+            labels=["kind"],
         )
-        for (kind, layer), n in sorted(hits.items()):
-            polls.add_metric([kind, layer], n)
+        for kind, n in sorted(hits.items()):
+            polls.add_metric([kind], n)
         yield from (counter, histogram, polls)
 
 

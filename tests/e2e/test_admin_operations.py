@@ -9,8 +9,8 @@ from playwright.sync_api import expect
 
 from tests.e2e.support import log_in, screenshot
 from tests.support import add_assessment, failing_remove
-from webapp.models import AssessmentStatus
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import AssessmentStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, g, make_response, request, url_for
+from flask import current_app, make_response, url_for
 from flask_login import current_user
 from pydantic import ValidationError
 
@@ -31,7 +31,7 @@ from webapp.api.schemas import (
     Submission,
 )
 from webapp.errors import ResultNotReady
-from webapp.services import history, progress, status_cache
+from webapp.services import history, progress
 from webapp.services.assessments import (
     create_assessment,
     get_assessment,
@@ -41,7 +41,6 @@ from webapp.services.assessments import (
 from webapp.services.rescore import rescore_assessment
 from webapp.services.submission import submit_assessment
 
-POLL_INTERVAL_SECONDS = 2
 NOT_FOUND = problem_response("ASSESSMENT_NOT_FOUND, or FORBIDDEN for another account's.")
 
 
@@ -142,36 +141,16 @@ def submit(path: AssessmentPath):
 def status(path: AssessmentPath):
     """Progress of the pipeline; ETag / If-None-Match, and Retry-After while running.
 
-    Most polls are answered from the poll cache before this runs (webapp/fast_polls.py); this
-    builds the answer from the database and caches it for the next poll.
+    Most polls are answered from memory before this runs (webapp/fast_polls.py); this builds
+    the answer from the database and keeps it for the owner's next polls.
     """
     assessment_id = path.assessment_id
-    version = g.get("poll_version")
-    if version is None:
-        version = status_cache.current_version(assessment_id)
     assessment = get_assessment(assessment_id, current_user)
     body = progress.status_view(assessment)
-    etag = progress.etag_for(body)
-    text = current_app.json.dumps(body)
-    fast_polls.remember(
-        status_cache.STATUS, assessment.id, version, assessment.user_id,
-        content=text, etag=etag, finished=assessment.is_finished,
+    return fast_polls.answer(
+        fast_polls.STATUS, assessment, current_app.json.dumps(body),
+        etag=progress.etag_for(body), finished=assessment.is_finished,
     )  # fmt: skip
-    return status_response(text, etag, assessment.is_finished)
-
-
-def status_response(text: str, etag: str, finished: bool) -> Response:
-    """The status answer, from the database or the cache alike: 304 when the ETag matches."""
-    if etag in request.if_none_match:
-        response = current_app.response_class(status=304)
-    else:
-        response = current_app.response_class(text, mimetype="application/json")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, no-cache"
-    response.vary.add("Cookie")  # a browser's session answers too, whichever path served it
-    if not finished:
-        response.headers["Retry-After"] = str(POLL_INTERVAL_SECONDS)
-    return response
 
 
 @api_bp.get(

@@ -10,18 +10,16 @@ and shared by every endpoint in it, in fixed one-minute windows:
 
 Over the limit: 429 RATE_LIMITED problem+json with `Retry-After` (seconds to the window's end).
 A request costs one Redis round trip (an INCR-and-EXPIRE script); headers are not computed.
-Polls answered from the poll cache (webapp/fast_polls.py) never reach Flask-Limiter; each counts
-itself, one by one, in the same Redis counter (the limiter's own storage and key), so several
-web processes together stop at the limit.
+Polls answered from memory before Flask (webapp/fast_polls.py) are counted, one by one, against
+the limits this limiter counted the account's last poll against (`Limiter.current_limits`), with
+its own strategy and storage, so several web processes together stop at the limit.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
-import redis
 from flask import Flask, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_login import current_user
@@ -29,6 +27,8 @@ from limits import parse_many
 
 from webapp.api.blueprint import api_bp
 from webapp.api.problems import problem
+from webapp.extensions import seconds_to_retry
+from webapp.queues import redis_url
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +88,6 @@ def storage_uri(app: Flask) -> str:
     return url
 
 
-def seconds_to_retry(limiter: Limiter) -> int:
-    """Seconds until the window of the limit this request broke ends (60 if unknown)."""
-    try:
-        if limiter.current_limit is not None:
-            return max(1, int(limiter.current_limit.reset_at - time.time()))
-    except redis.RedisError:
-        log.warning("rate limit window unknown (Redis unreachable); Retry-After: 60")
-    return 60
-
-
 def init_app(app: Flask) -> Limiter:
     """Bind a Limiter to this app and limit the API blueprint and the polled progress partial.
 
@@ -107,8 +97,6 @@ def init_app(app: Flask) -> Limiter:
     tests build several apps). When Redis is unreachable the limits are counted in memory
     instead, so the API, submit included, keeps working.
     """
-    from webapp.queues import redis_url
-
     names = [f"RATE_LIMIT_{kind}{b.upper()}" for kind in ("", "INTEGRATION_") for b in BUCKETS]
     for name in names:
         try:
@@ -139,7 +127,7 @@ def init_app(app: Flask) -> Limiter:
         exempt_when=lambda: request.endpoint not in POLL_ENDPOINTS,
     )(app.blueprints["progress"])
     limiter.init_app(app)
-    app.extensions["scoreline_limiter"] = limiter  # the poll fast path counts in its storage
+    app.extensions["scoreline_limiter"] = limiter  # the poll shortcut counts polls with it
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):

@@ -20,25 +20,10 @@ from webapp.models.webhooks import (
     WebhookEvent,
 )
 
-# Transitional: views/presentation.py and views/progress.py (being rewritten elsewhere) still
-# import these words from here. They are defined in webapp.scoring.vocabulary; import them
-# from there, and drop this re-export once no module imports them from webapp.models.
-from webapp.scoring.vocabulary import (
-    STAGE_LABELS,
-    STAGE_WEIGHTS,
-    AssessmentStatus,
-    QuestionType,
-    Stage,
-    StageStatus,
-)
-
 __all__ = [
-    "STAGE_LABELS",
-    "STAGE_WEIGHTS",
     "ApiToken",
     "Assessment",
     "AssessmentCallback",
-    "AssessmentStatus",
     "Attempt",
     "AttemptTrigger",
     "AuditEntry",
@@ -52,15 +37,12 @@ __all__ = [
     "Operation",
     "Question",
     "QuestionSet",
-    "QuestionType",
     "Response",
     "Role",
     "Scope",
     "Score",
     "SignInLink",
-    "Stage",
     "StageRun",
-    "StageStatus",
     "User",
     "WebhookEndpoint",
     "WebhookEvent",

@@ -9,7 +9,7 @@ from webapp.extensions import db
 from webapp.models import Assessment, Operation, User
 from webapp.models.base import utcnow
 from webapp.scoring.vocabulary import AssessmentStatus, EventType
-from webapp.services import audit, history, pipeline, status_cache
+from webapp.services import audit, history, pipeline, poll_changes
 from webapp.services.audit import Action
 from webapp.services.webhooks import dispatch
 
@@ -37,7 +37,7 @@ def rescore_assessment(assessment: Assessment, user: User) -> Operation:
         db.session.rollback()
         _check_rescorable(db.session.get(Assessment, assessment_id, populate_existing=True))
         raise AssessmentBusy(f"Assessment {assessment_id} changed while rescoring; try again.")
-    status_cache.touch(db.session(), assessment_id)
+    poll_changes.touch(db.session(), assessment_id)
     assessment = db.session.get(Assessment, assessment_id, populate_existing=True)
     score = pipeline.score_rules(assessment)
     operation = pipeline.create_scoring_operation(

@@ -13,7 +13,7 @@ from webapp.extensions import db
 from webapp.models import Assessment, Entity, Operation, User
 from webapp.models.base import utcnow
 from webapp.scoring.vocabulary import AssessmentStatus, EventType, Stage
-from webapp.services import audit, history, pipeline, status_cache
+from webapp.services import audit, history, pipeline, poll_changes
 from webapp.services.assessments import lock_draft, parse_responses, write_answers
 from webapp.services.audit import Action
 from webapp.services.webhooks import dispatch
@@ -70,7 +70,7 @@ def submit_assessment(
         db.session.rollback()
         return _existing_outcome(assessment_id)
     write_answers(assessment_id, answers)
-    status_cache.touch(db.session(), assessment_id)
+    poll_changes.touch(db.session(), assessment_id)
     try:
         operation = _create_scoring_operation(assessment_id, user)
         correlation.bind(operation_id=operation.id)  # for this request's logs and its jobs

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from webapp.extensions import db
-from webapp.models import Assessment, AssessmentStatus, Attempt
+from webapp.models import Assessment, Attempt
 from webapp.models.base import utcnow
+from webapp.scoring.vocabulary import AssessmentStatus
 
 CHART_HOURS = 12
 

@@ -18,7 +18,7 @@ from flask_limiter import Limiter
 from flask_login import current_user
 from limits import parse_many
 
-from webapp.api.rate_limits import seconds_to_retry
+from webapp.extensions import seconds_to_retry
 from webapp.services.logins import normalise_email
 
 SETTINGS = ("RATE_LIMIT_LOGIN_ACCOUNT", "RATE_LIMIT_LOGIN_IP")

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from flask import current_app, url_for
 from markupsafe import Markup, escape
 
-from webapp.api.assessments import POLL_INTERVAL_SECONDS
-from webapp.models import (
+from webapp.fast_polls import POLL_INTERVAL_SECONDS
+from webapp.scoring.vocabulary import (
     STAGE_LABELS,
     STAGE_WEIGHTS,
     AssessmentStatus,
@@ -65,8 +65,6 @@ STAGE_FAILURE_WORDS: dict[Stage, str] = {
 }
 # A report written after a failed stage is partial: never the green "Scored" of a clean run.
 PARTLY_SCORED = "Partly scored"
-# htmx stops an `every` poll when the server answers with this status code.
-STOP_POLLING = 286
 # Where the "Admin" link leads: the admin entry page, which names every admin page.
 ADMIN_HOMES = ("admin.index",)
 IN_FLIGHT = (AssessmentStatus.SUBMITTED, AssessmentStatus.PROCESSING)

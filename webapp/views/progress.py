@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from htmx_flask import make_response
 
 from webapp import fast_polls
 from webapp.errors import AssessmentNotFound, Forbidden
-from webapp.models import Assessment, AssessmentStatus, Entity, HistoryEvent, StageStatus
+from webapp.models import Assessment, Entity, HistoryEvent
 from webapp.models.base import utcnow
-from webapp.services import history, status_cache
+from webapp.scoring.vocabulary import AssessmentStatus, StageStatus
+from webapp.services import history
 from webapp.services.assessments import get_assessment
 from webapp.services.outcomes import outcome as outcome_of
 from webapp.services.progress import latest_operation, status_view
-from webapp.views.presentation import STOP_POLLING
 
 bp = Blueprint("progress", __name__, url_prefix="/assessments")
 
@@ -107,22 +107,7 @@ def live(assessment_id: int):
             raise
         # htmx keeps polling through error answers; this one ends the poll and says why.
         body = render_template("progress/_gone.html", detail=exc.detail)
-        return make_response(body, STOP_POLLING)
-    version = g.get("poll_version")
-    if version is None:
-        version = status_cache.current_version(assessment_id)
+        return make_response(body, fast_polls.STOP_POLLING)
     context = _context(assessment)
     body = render_template("progress/_progress.html", announce=True, **context)
-    if current_user.id == assessment.user_id:  # what the owner sees; the fast path serves it
-        fast_polls.remember(
-            status_cache.PARTIAL, assessment.id, version, assessment.user_id,
-            content=body, finished=context["finished"],
-        )  # fmt: skip
-    return partial_response(body, context["finished"])
-
-
-def partial_response(body: str, finished: bool):
-    """The polled partial, from the database or the poll cache alike: 286 once finished."""
-    response = make_response(body, STOP_POLLING if finished else 200)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return fast_polls.answer(fast_polls.PARTIAL, assessment, body, finished=context["finished"])

@@ -10,11 +10,12 @@ from wtforms import HiddenField
 from wtforms.validators import DataRequired, Length
 
 from webapp.errors import QuestionSetNotFound, ValidationFailed
+from webapp.fast_polls import STOP_POLLING
 from webapp.services.assessments import create_assessment, list_assessments
 from webapp.services.outcomes import outcomes
 from webapp.services.progress import status_view
 from webapp.services.question_sets import list_question_sets
-from webapp.views.presentation import IN_FLIGHT, STOP_POLLING
+from webapp.views.presentation import IN_FLIGHT
 
 bp = Blueprint("student", __name__)
 

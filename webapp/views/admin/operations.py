@@ -14,7 +14,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from webapp.errors import ScorelineError
-from webapp.models import AssessmentStatus
+from webapp.scoring.vocabulary import AssessmentStatus
 from webapp.services import (
     assessment_overview,
     audit,

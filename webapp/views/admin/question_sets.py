@@ -20,13 +20,14 @@ from wtforms.validators import InputRequired
 
 from webapp.errors import DraftNotReady, QuestionAlreadyInSet
 from webapp.extensions import db
+from webapp.fast_polls import STOP_POLLING
 from webapp.models import QuestionSet
 from webapp.scoring.vocabulary import OperationStatus, QuestionType
 from webapp.services import audit, generation
 from webapp.services.audit import Action
 from webapp.services.question_sets import list_question_sets
 from webapp.views.admin import bp
-from webapp.views.presentation import QUESTION_TYPE_WORDS, STOP_POLLING
+from webapp.views.presentation import QUESTION_TYPE_WORDS
 
 OPERATION_STATUS_WORDS: dict[OperationStatus, str] = {
     OperationStatus.PENDING: "Waiting for a worker",

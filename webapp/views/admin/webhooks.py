@@ -13,6 +13,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length
 
 from webapp.errors import ScorelineError, ValidationFailed
+from webapp.fast_polls import STOP_POLLING
 from webapp.models import DeliveryStatus, ErrorClass
 from webapp.models.base import utcnow
 from webapp.request_values import parse_id
@@ -21,7 +22,7 @@ from webapp.services.webhooks import delivery_log
 from webapp.services.webhooks import endpoints as service
 from webapp.services.webhooks.health import endpoint_health
 from webapp.views.admin import bp
-from webapp.views.presentation import STOP_POLLING, seconds_words
+from webapp.views.presentation import seconds_words
 
 # The types an endpoint can subscribe to (test events go to the endpoint they test, always).
 SUBSCRIBABLE = [t for t in EventType if t != EventType.WEBHOOK_TEST]
