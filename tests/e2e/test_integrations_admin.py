@@ -8,7 +8,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import log_in, screenshot
+from tests.e2e.support import log_in, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
