@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
+from tests.support import bearer
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import ApiToken, Assessment, AuditEntry, Scope, SignInLink, User
@@ -25,10 +26,6 @@ from webapp.services.integrations import create_integration, issue_scoped_token
 pytestmark = pytest.mark.db
 
 ESSAY_ANSWER = "Recursion needs a base case; each call adds a stack frame."
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 
 import pytest
 
@@ -333,12 +334,24 @@ def test_mean_is_the_average_of_the_four_scores():
     assert score_essay_offline(RECURSION_PROMPT, RECURSION_CONCEPTS, "").mean() == 0.0
 
 
-def test_scoring_a_1000_word_essay_takes_under_5_ms():
+def test_scoring_a_1000_word_essay_costs_about_as_much_as_counting_its_words():
+    """About 4 ms on a quiet machine. This shared machine's speed swings by 2x, so the bound is
+    a ratio to plain Python work timed beside it: ten word counts of the same essay."""
     essay = "\n\n".join([RECURSION_ESSAY] * 5)  # ~1,180 words
     assert 1_000 <= len(essay.split()) <= 1_300
-    timings = []
+
+    def count_words():
+        for _ in range(10):
+            Counter(word[:5] for word in re.findall(r"[a-z]+", essay.lower()))
+
+    scoring, baseline = [], []
     for _ in range(20):
-        start = time.perf_counter()
-        score_essay_offline(RECURSION_PROMPT, RECURSION_CONCEPTS, essay)
-        timings.append(time.perf_counter() - start)
-    assert min(timings) < 0.005, f"best of 20 took {min(timings) * 1000:.2f} ms"
+        for timings, work in (
+            (scoring, lambda: score_essay_offline(RECURSION_PROMPT, RECURSION_CONCEPTS, essay)),
+            (baseline, count_words),
+        ):
+            start = time.perf_counter()
+            work()
+            timings.append(time.perf_counter() - start)
+    ratio = min(scoring) / min(baseline)
+    assert ratio < 2.5, f"best {min(scoring) * 1000:.2f} ms, {ratio:.2f}x the word counts"

@@ -30,12 +30,13 @@ _AUDIT = {
 def rotate(owner: WebhookEndpoint | User, actor: User) -> None:
     """Give `owner` a new signing secret, keep the current one signing for the grace (moved as
     sealed: nothing is opened), commit, and audit it."""
-    current, previous, expires_at = _ATTRIBUTES[type(owner)]
+    kind = WebhookEndpoint if isinstance(owner, WebhookEndpoint) else User  # current_user too
+    current, previous, expires_at = _ATTRIBUTES[kind]
     setattr(owner, previous, getattr(owner, current))
     setattr(owner, expires_at, utcnow() + ROTATION_GRACE)
     setattr(owner, current, seal(new_signing_secret()))
     db.session.commit()
-    action, entity_type = _AUDIT[type(owner)]
+    action, entity_type = _AUDIT[kind]
     audit.record(
         action,
         actor=actor,
