@@ -95,16 +95,15 @@ def _announce_sessions_ended(user_id: int) -> None:
 @login_manager.request_loader
 def load_user_from_bearer(req) -> User | None:
     """The user behind an `Authorization: Bearer <token>` header, if the token is valid."""
-    header = req.headers.get("Authorization", "")
-    token = header.partition(" ")[2]
-    if not sends_bearer(header) or not token.strip():
+    token_hash = bearer_token_hash(req.headers.get("Authorization", ""))
+    if token_hash is None:
         return None
     now = utcnow()
     row = db.session.scalar(
         select(ApiToken)
         .options(joinedload(ApiToken.user))
         .where(
-            ApiToken.token_hash == hash_token(token.strip()),
+            ApiToken.token_hash == token_hash,
             ApiToken.revoked_at.is_(None),
             or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
         )
