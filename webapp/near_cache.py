@@ -163,9 +163,10 @@ class NearCache:
                         if origin != self.origin:
                             self.changed(*((kind, name) for name in names))
             except (redis.RedisError, OSError):
-                log.info(
-                    "poll cache: subscription lost; polls take the app's path until it is back"
-                )
+                if self._live:  # said once per loss, not at every failed retry
+                    log.info(
+                        "poll cache: subscription lost; polls take the app's path until it is back"
+                    )
             finally:
                 self._flush(live=False)
                 if pubsub is not None:
