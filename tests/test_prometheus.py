@@ -160,6 +160,16 @@ def eventually(check, timeout: float = 30) -> None:
         time.sleep(0.5)
 
 
+def totals_become(prometheus: str, want: dict[str, float]) -> None:
+    """Until each PromQL query of `want` totals its value; fails with what was last seen."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 30
+    while seen != want:
+        assert time.monotonic() < deadline, f"PromQL saw {seen}, not {want}"
+        time.sleep(0.5)
+        seen = {q: total(prometheus, q) for q in want}
+
+
 # What one submission moves, as PromQL over the scraped data.
 SUBMISSIONS = 'sum(scoreline_submissions_total{job="scoreline-web", outcome="accepted"})'
 SUBMIT_REQUESTS = (
@@ -222,17 +232,7 @@ def test_prometheus_sees_counters_and_histograms_move_after_a_submission_and_a_w
     for submissions in (1, 2):
         submit_with_callback(web, tokens["student"], receiver.url)
         receiver.wait_for(submissions * EVENTS_PER_SUBMISSION)
-        want = {q: submissions * each for q, each in per_submission.items()}
-        seen: dict[str, float] = {}
-
-        def arrived() -> bool:
-            seen.update({q: total(prometheus, q) for q in per_submission})
-            return seen == want
-
-        try:
-            eventually(arrived)
-        except AssertionError:
-            raise AssertionError(f"after {submissions} submissions, {seen} != {want}") from None
+        totals_become(prometheus, {q: submissions * n for q, n in per_submission.items()})
 
     # Histograms answer quantile queries over what was scraped, in plausible ranges.
     stage_p90 = total(
