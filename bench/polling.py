@@ -95,7 +95,7 @@ def run(stack: Stack, app, *, smoke: bool) -> list[Figure]:
         for base, paths, headers in targets.values():  # warm up every process and cache
             load.run(base, paths, seconds=1, connections=4, headers=headers)
         best: dict[str, load.LoadResult] = {}
-        for _ in range(1 if smoke else 2):  # interleaved rounds; the best of each counts
+        for _ in range(1 if smoke else 3):  # interleaved rounds; the best of each counts
             for name, (base, paths, headers) in targets.items():
                 result = load.run(base, paths, seconds=seconds, connections=CONNECTIONS,
                                   headers=headers)  # fmt: skip

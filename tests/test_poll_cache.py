@@ -17,6 +17,7 @@ from tests.support import (
     sibling_app,
 )
 from webapp.extensions import db
+from webapp.fast_polls import LEASE_SHARE
 from webapp.models import ApiToken, Assessment, StageRun, User
 from webapp.near_cache import Entry, near_cache
 from webapp.scoring.vocabulary import AssessmentStatus, Stage
@@ -329,7 +330,9 @@ def test_polls_from_memory_are_counted_in_the_shared_bucket(app, tokens, in_prog
     with limited.app_context():
         [key] = list(get_redis().scan_iter("LIMITS:LIMITER/test-near-count/*"))
         counted = int(get_redis().get(key))
-    assert counted == 40  # each one, at once: nothing waits in the process to be counted
+    # Counted before answered (a lease of polls counted ahead), never after: the count is never
+    # below what was answered, and ahead of it by at most one lease (1/LEASE_SHARE of the limit).
+    assert 40 <= counted <= 40 + 1000 // LEASE_SHARE
 
 
 @pytest.mark.parametrize("limit", [3, 4, 5])

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.support import STUDENT, LiveServer, bearer, live_near_cache, log_in, sibling_app
+from webapp.fast_polls import LEASE_SHARE
 
 pytestmark = pytest.mark.db
 
@@ -65,7 +66,7 @@ def test_the_progress_page_itself_is_not_a_poll(app, in_progress):
     assert [p.status_code for p in pages] == [200] * 4
 
 
-def test_two_web_processes_polling_together_stop_within_2_percent_of_the_limit(
+def test_two_web_processes_polling_together_never_pass_the_limit_and_stop_near_it(
     app,
     tokens,
     in_progress,
@@ -105,4 +106,6 @@ def test_two_web_processes_polling_together_stop_within_2_percent_of_the_limit(
             server.stop()
     assert set(answers) <= {200, 429}, answers
     assert sum(answers.values()) == attempts
-    assert limit <= answers[200] <= limit * 1.02, answers
+    # Every answered poll was counted first (fast_polls.Leases): never one over the limit, and
+    # short of it by at most what the other process had counted ahead.
+    assert limit - limit // LEASE_SHARE <= answers[200] <= limit, answers

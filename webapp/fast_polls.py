@@ -12,8 +12,8 @@ next polls from there without Flask, when:
   (signature and max age) on every request and carrying the account's current session
   generation (read by the app from the database);
 - the poll fits the limits Flask-Limiter counted the owner's last poll against in this process
-  (`Limiter.current_limits`): it is counted with the limiter's own strategy and storage, so any
-  number of web processes stop together at the limit;
+  (`Limiter.current_limits`): it is counted with the limiter's own strategy and storage before
+  it is answered, a few polls at a time (`Leases`), so no number of web processes passes it;
 - and it is answered by `poll_answer`, as the views answer.
 
 Anything else (a query string, another method, no entry, another caller, a token or session the
@@ -23,6 +23,9 @@ app has not vouched for here, the limit reached, Redis down) goes to the app unc
 from __future__ import annotations
 
 import re
+import threading
+import time
+from dataclasses import dataclass
 
 import redis
 from flask import Flask, Response, current_app, g, request
@@ -44,6 +47,10 @@ PATHS = {
 }
 ENDPOINTS = {STATUS: "api.status", PARTIAL: "progress.live"}
 TICKET = "scoreline.poll_ticket"  # environ: taken by the shortcut before the app reads anything
+# The largest share of a limit one process counts ahead in a single Redis round trip (see
+# `Leases`), and how many clients' leases it keeps at most (expired ones go when it is full).
+LEASE_SHARE = 16
+MAX_LEASES = 20000
 STATUS_LINES = {code: Response(status=code).status for code in (200, 304, STOP_POLLING)}
 
 
@@ -102,6 +109,7 @@ class PollShortcut:
         self.wsgi_app = wsgi_app
         self.sessions = app.session_interface.get_signing_serializer(app)
         self.session_max_age = int(app.permanent_session_lifetime.total_seconds())
+        self.leases = Leases()
 
     def __call__(self, environ, start_response):
         answer = None
@@ -156,8 +164,64 @@ class PollShortcut:
     def _count(self, limits) -> bool:
         """Count the poll as Flask-Limiter would: True while within every limit. False (over a
         limit, or Redis unreachable): the app answers, and refuses where due."""
-        limiter = self.app.extensions["scoreline_limiter"]
+        strategy = self.app.extensions["scoreline_limiter"].limiter
         try:
-            return all(limiter.limiter.hit(item, *args) for item, args in limits)
+            return all(self.leases.take(strategy, item, args) for item, args in limits)
         except (redis.RedisError, OSError):
             return False
+
+
+@dataclass
+class Lease:
+    left: int  # polls this process may still answer, already counted in Redis
+    until: float  # the end (epoch seconds) of the window they were counted in
+    remaining: int  # what the window had left after they were counted
+
+
+class Leases:
+    """Polls counted ahead: a few Redis round trips for many polls, not one for each.
+
+    When a process has no lease for a limit, it counts several polls at once with the limiter's
+    own `hit(cost=n)` (n at most 1/LEASE_SHARE of the limit, and a quarter of what the window
+    has left) and answers the next ones from that lease until it is spent or its window ends.
+    Every answered poll was counted first, so the fleet never goes over a limit; a client near
+    its limit can be refused up to 1/LEASE_SHARE of it early for each other web process holding
+    part of a lease. Small limits, and the last polls of any window, are counted one by one, as
+    Flask-Limiter counts them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards the leases
+        self._counting = threading.Lock()  # one thread at a time counts ahead (in Redis)
+        self._leases: dict[str, Lease] = {}
+
+    def take(self, strategy, item, args) -> bool:
+        key = item.key_for(*args)
+        if self._spend(key):
+            return True
+        with self._counting:
+            if self._spend(key):  # another thread counted ahead meanwhile
+                return True
+            lease = self._leases.get(key)
+            left = lease.remaining if lease is not None else item.amount
+            size = max(1, min(item.amount // LEASE_SHARE, left // 4))
+            if not strategy.hit(item, *args, cost=size):
+                with self._lock:
+                    self._leases.pop(key, None)
+                return False
+            window = strategy.get_window_stats(item, *args)
+            with self._lock:
+                if len(self._leases) >= MAX_LEASES:
+                    now = time.time()
+                    self._leases = {k: v for k, v in self._leases.items() if v.until > now}
+                self._leases[key] = Lease(size - 1, window.reset_time, window.remaining)
+        return True
+
+    def _spend(self, key: str) -> bool:
+        """Answer one poll from this process's lease, if it has one left in its window."""
+        with self._lock:
+            lease = self._leases.get(key)
+            if lease is None or lease.left <= 0 or lease.until <= time.time():
+                return False
+            lease.left -= 1
+            return True

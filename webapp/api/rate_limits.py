@@ -10,9 +10,10 @@ and shared by every endpoint in it, in fixed one-minute windows:
 
 Over the limit: 429 RATE_LIMITED problem+json with `Retry-After` (seconds to the window's end).
 A request costs one Redis round trip (an INCR-and-EXPIRE script); headers are not computed.
-Polls answered from memory before Flask (webapp/fast_polls.py) are counted, one by one, against
-the limits this limiter counted the account's last poll against (`Limiter.current_limits`), with
-its own strategy and storage, so several web processes together stop at the limit.
+Polls answered from memory before Flask (webapp/fast_polls.py) are counted against the limits
+this limiter counted the account's last poll against (`Limiter.current_limits`), with its own
+strategy and storage, before they are answered and a few at a time (`fast_polls.Leases`), so
+several web processes together never pass the limit.
 """
 
 from __future__ import annotations

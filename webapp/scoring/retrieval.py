@@ -7,11 +7,9 @@ import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
-
-import bm25s
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "knowledge" / "resources.json"
 LEVELS = ("beginner", "intermediate")
@@ -168,8 +166,7 @@ class KnowledgeBase:
         self._resources = resources
         self._areas = dict(areas or {})
         docs = [_doc_tokens(res) for res in resources]
-        self._retriever = bm25s.BM25()
-        self._retriever.index(docs, show_progress=False)
+        self._docs = docs
         df = Counter(t for doc in docs for t in set(doc))
         self._idf = {t: math.log(1 + len(docs) / n) for t, n in df.items()}
         # Sorted token tuples, not sets, so passage weights sum in a hash-independent order.
@@ -184,6 +181,16 @@ class KnowledgeBase:
             topic: tuple(sorted(c, key=lambda s: (-c[s], s))[:MAX_TOPIC_SKILLS])
             for topic, c in skills.items()
         }
+
+    @cached_property
+    def _bm25(self):
+        """The BM25 index, built on first search: bm25s brings NumPy, which the web process
+        (it only reads topics and resources) then never loads."""
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(self._docs, show_progress=False)
+        return retriever
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> KnowledgeBase:
@@ -223,10 +230,10 @@ class KnowledgeBase:
 
     def search(self, query: str, limit: int = 5) -> list[Recommendation]:
         """Top resources for a free-text query, best first; ties go to the lower resource id."""
-        tokens = [t for t in tokenize(query) if t in self._retriever.vocab_dict]
+        tokens = [t for t in tokenize(query) if t in self._bm25.vocab_dict]
         if not tokens or limit <= 0:
             return []
-        scores = [round(float(s), 4) for s in self._retriever.get_scores(tokens)]
+        scores = [round(float(s), 4) for s in self._bm25.get_scores(tokens)]
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], self._resources[i]["id"]))
         counts, found = Counter(tokens), []
         for i in (i for i in order[:limit] if scores[i] > 0):

@@ -72,21 +72,34 @@ def outcomes(assessment_ids: list[int]) -> dict[int, Outcome]:
         .group_by(Operation.assessment_id)
     )
     operations = db.session.scalars(select(Operation).where(Operation.id.in_(latest))).all()
-    found = {op.assessment_id: Outcome(operation_id=op.id) for op in operations}
-    by_operation = {op.id: found[op.assessment_id] for op in operations}
-    for op in operations:
-        report = op.result or {}
-        outcome = by_operation[op.id]
-        outcome.percentage = report.get("percentage")
-        outcome.total = report.get("total")
-        outcome.max_total = report.get("max_total")
-    runs = db.session.scalars(
-        select(StageRun).where(StageRun.operation_id.in_(list(by_operation)))
-    ).all()
+    runs: dict[int, list[StageRun]] = {op.id: [] for op in operations}
+    for run in db.session.scalars(select(StageRun).where(StageRun.operation_id.in_(list(runs)))):
+        runs[run.operation_id].append(run)
+    return {op.assessment_id: _outcome(op, runs[op.id]) for op in operations}
+
+
+def outcome(assessment_id: int) -> Outcome:
+    """The latest scoring run of one assessment (empty for a draft)."""
+    return outcomes([assessment_id]).get(assessment_id, Outcome())
+
+
+def outcome_of_operation(operation: Operation | None) -> Outcome:
+    """The outcome of a scoring run already loaded, from its stage runs (empty for none)."""
+    return Outcome() if operation is None else _outcome(operation, operation.stage_runs)
+
+
+def _outcome(operation: Operation, runs: list[StageRun]) -> Outcome:
+    report = operation.result or {}
+    found = Outcome(
+        operation_id=operation.id,
+        percentage=report.get("percentage"),
+        total=report.get("total"),
+        max_total=report.get("max_total"),
+    )
     order = {stage.value: index for index, stage in enumerate(Stage)}
     for run in sorted(runs, key=lambda r: order.get(r.name, 99)):
         status = StageStatus(run.status)
-        by_operation[run.operation_id].stages[run.name] = StageOutcome(
+        found.stages[run.name] = StageOutcome(
             name=run.name,
             status=status.value,
             percentage=run.percentage if status != StageStatus.COMPLETED else 100,
@@ -96,8 +109,3 @@ def outcomes(assessment_ids: list[int]) -> dict[int, Outcome]:
             scorer=(run.result or {}).get("scorer") if run.name == Stage.GPT else None,
         )
     return found
-
-
-def outcome(assessment_id: int) -> Outcome:
-    """The latest scoring run of one assessment (empty for a draft)."""
-    return outcomes([assessment_id]).get(assessment_id, Outcome())

@@ -182,12 +182,18 @@ def refresh_operation_progress(operation: Operation) -> None:
     dispatch.progress_changed(operation)
 
 
-def status_view(assessment: Assessment) -> dict:
-    """The body of `GET /assessments/{id}/status`: two queries, no N+1."""
+def scoring_operation(assessment: Assessment) -> Operation | None:
+    """The operation an assessment's status shows: its latest, or none for a draft."""
+    if assessment.status == AssessmentStatus.DRAFT:
+        return None
+    return latest_operation(assessment.id)
+
+
+def status_view(assessment: Assessment, operation: Operation | None = None) -> dict:
+    """The body of `GET /assessments/{id}/status`: two queries, no N+1. `operation`, when the
+    caller has it already, is `scoring_operation(assessment)`."""
     finished = assessment.is_finished
-    operation = (
-        None if assessment.status == AssessmentStatus.DRAFT else latest_operation(assessment.id)
-    )
+    operation = operation or scoring_operation(assessment)
     runs = list(operation.stage_runs) if operation else []
     by_name = {run.name: run for run in runs}
     stages = []

@@ -13,8 +13,8 @@ from webapp.models.base import utcnow
 from webapp.scoring.vocabulary import AssessmentStatus, StageStatus
 from webapp.services import history
 from webapp.services.assessments import get_assessment
-from webapp.services.outcomes import outcome as outcome_of
-from webapp.services.progress import latest_operation, status_view
+from webapp.services.outcomes import outcome_of_operation
+from webapp.services.progress import scoring_operation, status_view
 
 bp = Blueprint("progress", __name__, url_prefix="/assessments")
 
@@ -64,12 +64,12 @@ def _tone(event: HistoryEvent) -> str:
 
 def _context(assessment: Assessment) -> dict:
     """Everything `_progress.html` shows."""
-    view = status_view(assessment)
-    operation = latest_operation(assessment.id) if assessment.is_finished else None
+    latest = scoring_operation(assessment)
+    operation = latest if assessment.is_finished else None
     return {
         "assessment": assessment,
-        "view": view,
-        "outcome": outcome_of(assessment.id),
+        "view": status_view(assessment, latest),
+        "outcome": outcome_of_operation(latest),
         "elapsed": elapsed_seconds(assessment),
         "finished": assessment.is_finished,
         "has_result": bool(operation and operation.result),
