@@ -72,6 +72,30 @@ def test_the_providers_own_account_holds_the_whole_fleet(connection):
     assert other_worker.held_for() > 0.8
 
 
+def test_out_of_room_waits_for_the_next_call_not_for_a_full_reset(connection):
+    """At 600 RPM the provider refills one request every 0.1 s: "0 remaining" means wait that
+    long, not the second its bucket takes to refill completely."""
+    limiter = FleetLimiter(connection, rpm=6000, tpm=1_000_000)
+    limiter.observe(
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1s",
+        },
+        10,
+    )
+    assert 0.05 < limiter.held_for() <= 0.1
+    limiter.observe(
+        {
+            "x-ratelimit-limit-tokens": "60000",  # 1,000 tokens a second
+            "x-ratelimit-remaining-tokens": "100",
+            "x-ratelimit-reset-tokens": "2s",
+        },
+        600,
+    )
+    assert 0.4 < limiter.held_for() <= 0.5  # the 500 tokens missing
+
+
 @pytest.mark.parametrize(
     ("headers", "seconds"),
     [

@@ -111,7 +111,7 @@ class Config:
         self.LLM_MAX_WAIT = _int("LLM_MAX_WAIT", 900)
         # The circuit breaker: consecutive failures that open it, seconds between probes.
         self.LLM_BREAKER_FAILURES = _int("LLM_BREAKER_FAILURES", 5)
-        self.LLM_BREAKER_COOLDOWN = _float("LLM_BREAKER_COOLDOWN", 15.0)
+        self.LLM_BREAKER_COOLDOWN = _float("LLM_BREAKER_COOLDOWN", 5.0)
         self.WEBHOOK_TIMEOUT = _float("WEBHOOK_TIMEOUT", 15.0)
         self.WEBHOOK_RETRY_SCHEDULE = _int_list(
             "WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"

@@ -61,7 +61,7 @@ class CircuitBreaker:
 
     connection: redis.Redis
     failures: int = 5
-    cooldown: float = 15.0
+    cooldown: float = 5.0
     probe_timeout: float = 60.0
 
     def permission(self) -> Permission:

@@ -103,11 +103,22 @@ class FleetLimiter:
             self.connection.set(HOLD_KEY, repr(until), px=int(min(seconds, 120.0) * 1000) + 50)
 
     def observe(self, headers: Mapping[str, str], tokens: int) -> None:
-        """Adapt to the provider's own account: out of requests or tokens means wait for reset."""
+        """Adapt to the provider's own account: out of requests or tokens means wait.
+
+        How long: until the provider has room for one more such call, which it refills at its
+        per-minute limit (`x-ratelimit-limit-*`): 60 / limit seconds per request, or per token.
+        Never longer than its `x-ratelimit-reset-*` (the time to refill completely), which is
+        the wait when it names no limit. A fleet sending right at the limit sees "0 remaining"
+        on most answers; waiting for a full reset each time would leave the limit unused.
+        """
         for kind, need in (("requests", 1), ("tokens", tokens)):
             remaining = _number(headers.get(f"x-ratelimit-remaining-{kind}"))
-            if remaining is not None and remaining < need:
-                self.hold(parse_duration(headers.get(f"x-ratelimit-reset-{kind}")) or 1.0)
+            if remaining is None or remaining >= need:
+                continue
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}")) or 1.0
+            limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+            refill = (need - max(remaining, 0)) * 60 / limit if limit and limit > 0 else reset
+            self.hold(min(reset, refill))
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -41,13 +41,15 @@ class Planned:
     """A delivery about to be attempted: everything the request needs, read in one query."""
 
     delivery_id: int
-    job_id: str | None
+    job_id: str | None  # the job that owns the delivery
     trigger: AttemptTrigger
     slot: str
     url: str
     body: bytes
     webhook_id: str
     keys: list[str]
+    holder: str | None = None  # the job holding the target's slot for it (the one running)
+    taken_along: bool = False  # owned by a queued job this one took (relay.take_queued)
 
 
 def attempt(delivery_id: int, job_id: str | None) -> None:
@@ -58,18 +60,25 @@ def attempt(delivery_id: int, job_id: str | None) -> None:
 def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
     """Make one attempt of each of these deliveries that `job_id` still owns.
 
-    The deliveries one transaction created share a job (relay.enqueue_after_commit): they are
-    read in one query, sent side by side (one thread per target, so a hanging receiver holds up
-    no other), and recorded in one transaction. Each attempt first takes a slot of its target
-    (see `bulkhead`); when the target's slots are taken the delivery is deferred instead (a
-    fresh job id, in the target's line), with no attempt counted.
+    The deliveries one transaction created share a job (relay.enqueue_after_commit). A job
+    also takes along the delivery jobs queued behind it (relay.take_queued), so a burst of
+    events is read, sent and recorded in a few jobs rather than one job per event. All are
+    read in one query, sent side by side (one thread per target, so a hanging receiver holds
+    up no other), and recorded in one transaction. Each attempt first takes a slot of its
+    target (see `bulkhead`); when the target's slots are taken the delivery is deferred instead
+    (a fresh job id, in the target's line), with no attempt counted. What was taken along and
+    not sent within WEBHOOK_TIMEOUT (a slow target) goes back on the queue in its own job.
     """
     config = current_app.config
     timeout = config["WEBHOOK_TIMEOUT"]
     guard = configured_guard()
+    owners = dict.fromkeys(delivery_ids, job_id)
+    if job_id is not None:
+        for other, ids in relay.take_queued():
+            owners.update(dict.fromkeys(ids, other))
     groups: dict[str, list[Planned]] = {}
-    for planned in _plan(delivery_ids, job_id):
-        groups.setdefault(planned.slot, []).append(planned)
+    for planned in sorted(_plan(owners, job_id), key=lambda p: p.taken_along):
+        groups.setdefault(planned.slot, []).append(planned)  # its own first, then the others
     waiting: list[Planned] = []  # their target's slots were all taken
     if job_id is not None and groups:
         # One slot per target for the job, all asked for in one round trip.
@@ -80,9 +89,8 @@ def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
     for planned in waiting:  # in the target's line, or now if a slot came free meanwhile
         fresh = _defer(planned, timeout)
         if fresh is not None:
-            sent += _attempt_group(
-                None, [dataclasses.replace(planned, job_id=fresh)], timeout, guard
-            )
+            again = dataclasses.replace(planned, job_id=fresh, holder=fresh, taken_along=False)
+            sent += _attempt_group(None, [again], timeout, guard)
     recording.record_all(sent)
     if failure is not None:
         raise failure
@@ -121,15 +129,17 @@ def _send_by_target(groups: list[list[Planned]], timeout: float, guard: AddressG
     return sent, failure
 
 
-def _plan(delivery_ids: list[int], job_id: str | None) -> list[Planned]:
-    """Read the deliveries with their events and targets (one query); skip those another job
-    owns now, and those whose target was disabled; end the read transaction."""
-    rows = db.session.scalars(_PLAN, {"ids": delivery_ids}).all()
+def _plan(owners: dict[int, str | None], holder: str | None) -> list[Planned]:
+    """Read the deliveries (id -> the job that should own it) with their events and targets, in
+    one query; skip those another job owns now, and those whose target was disabled; end the
+    read transaction. `holder`: the job that runs (and takes the targets' slots)."""
+    rows = db.session.scalars(_PLAN, {"ids": list(owners)}).all()
     found = {delivery.id for delivery in rows}
-    for missing in sorted(set(delivery_ids) - found):
+    for missing in sorted(set(owners) - found):
         log.info("delivery %s no longer exists; nothing to send", missing)
     planned = []
     for delivery in rows:
+        job_id = owners[delivery.id]
         if job_id is not None and delivery.job_id != job_id:
             log.info("job %s is stale for delivery %s; skipping", job_id, delivery.id)
             continue
@@ -148,6 +158,8 @@ def _plan(delivery_ids: list[int], job_id: str | None) -> list[Planned]:
                 body=delivery.event.body,
                 webhook_id=delivery.event.webhook_id,
                 keys=signing_keys(delivery),
+                holder=holder,
+                taken_along=job_id != holder,
             )
         )
     db.session.commit()  # end the read transaction: nothing is held while requests are out
@@ -160,8 +172,14 @@ def _attempt_group(app, group: list[Planned], timeout: float, guard: AddressGuar
     Returns the attempts made."""
     with app.app_context() if app is not None else contextlib.nullcontext():
         out: list[Attempted] = []
+        started = time.monotonic()
         try:
-            for planned in group:
+            for index, planned in enumerate(group):
+                if planned.taken_along and time.monotonic() - started > timeout:
+                    # A slow target: what this job took along goes back in jobs of its own.
+                    rest = [(p.delivery_id, p.job_id, None) for p in group[index:]]
+                    relay.enqueue_jobs(rest)
+                    break
                 headers = signing.headers(
                     planned.body,
                     webhook_id=planned.webhook_id,
@@ -172,12 +190,12 @@ def _attempt_group(app, group: list[Planned], timeout: float, guard: AddressGuar
                 out.append(Attempted(planned.delivery_id, planned.job_id, planned.trigger, outcome))
         finally:
             first = group[0]
-            if first.job_id is not None:
+            if first.holder is not None:
                 fast = None  # unknown, if the group did not get through
                 if len(out) == len(group):
                     limit = bulkhead.fast_threshold(timeout) * 1000
                     fast = all(a.outcome.succeeded and a.outcome.duration_ms <= limit for a in out)
-                woken = bulkhead.release(first.slot, first.job_id, fast=fast)
+                woken = bulkhead.release(first.slot, first.holder, fast=fast)
                 if woken:
                     relay.enqueue_jobs([(d, j, None) for d, j in woken])
         return out

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import redis
 from flask import current_app
+from rq.job import Job
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -22,12 +23,14 @@ from webapp import correlation
 from webapp.extensions import db
 from webapp.models import AttemptTrigger, Delivery
 from webapp.models.base import utcnow
-from webapp.queues import DELIVER_ALL_JOB, DELIVER_JOB, WEBHOOKS_QUEUE, get_queue
+from webapp.queues import DELIVER_ALL_JOB, DELIVER_JOB, WEBHOOKS_QUEUE, get_queue, get_redis
 
 log = logging.getLogger(__name__)
 
 # Deliveries one transaction makes due now share a job, up to this many (see enqueue_after_commit).
 BATCH_MAX = 16
+# Delivery jobs a running one takes along from the queue (see take_queued).
+TAKE_ALONG = 24
 # session.info key: (delivery id, job id, when to run or None for now) to enqueue after commit.
 _OUTBOX = "webhooks.outbox"
 _BATCH = "webhooks.batch"  # session.info: [job id, deliveries in it] of this transaction's batch
@@ -116,3 +119,37 @@ def enqueue_jobs(items: list[tuple[int, str, datetime | None]]) -> bool:
         )
         return False
     return True
+
+
+def take_queued(limit: int = TAKE_ALONG) -> list[tuple[str, list[int]]]:
+    """Take up to `limit` delivery jobs off the front of the `webhooks` queue, for the job
+    about to send (delivery.attempt_all): (job id, its delivery ids) each.
+
+    The taken jobs are gone from Redis; their deliveries keep those job ids, which the running
+    job sends as theirs (or puts back with `enqueue_jobs`). If it dies meanwhile, the watchdog
+    finds pending deliveries whose job vanished and enqueues them again. Anything else found on
+    the queue goes back to its front. Never raises: with Redis unreachable nothing is taken.
+    """
+    connection = get_redis()
+    queue = get_queue(WEBHOOKS_QUEUE)
+    try:
+        ids = [i.decode() for i in connection.lpop(queue.key, limit) or []]
+        jobs = Job.fetch_many(ids, connection=connection) if ids else []
+        taken, other = [], []
+        for job_id, job in zip(ids, jobs, strict=True):
+            if job is None:
+                continue  # deleted meanwhile: nothing to do
+            if job.func_name == DELIVER_ALL_JOB:
+                taken.append((job_id, list(job.args[0])))
+            elif job.func_name == DELIVER_JOB:
+                taken.append((job_id, [job.args[0]]))
+            else:
+                other.append(job_id)
+        if other:
+            connection.lpush(queue.key, *reversed(other))
+        if taken:
+            connection.delete(*[Job.key_for(job_id) for job_id, _ in taken])
+    except redis.RedisError as exc:
+        log.warning("could not take queued delivery jobs along (%s)", exc)
+        return []
+    return taken
