@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import pytest
 import redis
 
 from webapp import create_app
-from webapp.config import Config, database_url
+from webapp.config import PROJECT_ROOT, Config, database_url
 from webapp.queues import ensure_embedded_redis
 
 
@@ -74,3 +77,16 @@ def test_embedded_redis_is_started_once_and_shared(tmp_path):
     assert pid > 0
     with contextlib.suppress(redis.ConnectionError):  # the server closes us as it stops
         first.shutdown(nosave=True)
+
+
+def test_a_web_process_never_loads_numpy(tmp_path):
+    """The web only reads the knowledge base's topics and resources; the BM25 index (bm25s and
+    NumPy, about 10 MB of a web process) is built by the worker, on first search or before it
+    forks."""
+    code = "import sys, wsgi; print('numpy' in sys.modules, 'bm25s' in sys.modules)"
+    env = {**os.environ, "SECRET_KEY": "x" * 32, "SCORELINE_INSTANCE": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]

@@ -96,7 +96,7 @@ def warm_up(app: Flask) -> None:
     a horse's garbage collections don't write to (and copy) every inherited page.
     """
     configure_mappers()
-    default_knowledge_base()
+    default_knowledge_base().build_index()
     if app.config.get("OPENAI_API_KEY"):
         import openai  # noqa: F401  (only with a key: 0.7 s and 30 MB the offline scorer never needs)
     gc.collect()

@@ -192,6 +192,11 @@ class KnowledgeBase:
         retriever.index(self._docs, show_progress=False)
         return retriever
 
+    def build_index(self) -> None:
+        """Build the BM25 index now rather than on the first search (the worker does, before
+        it forks, so no job builds it again)."""
+        _ = self._bm25
+
     @classmethod
     def load(cls, path: str | Path | None = None) -> KnowledgeBase:
         """Read, validate and index a resources.json file (default: the one shipped with worker)."""

@@ -245,6 +245,8 @@ def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str 
         return "its job vanished from Redis"
     status = job.get_status(refresh=False)
     if status not in ALIVE:
+        if _finished_now(run):
+            return None  # its job finished it after this pass read the run
         return f"its job ended as {status} without finishing the stage"
     if status == JobStatus.DEFERRED and _upstream_finished_before(run, cutoff):
         return "the stages it waits for finished, but its job was never released"
@@ -253,6 +255,14 @@ def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str 
     if status == JobStatus.STARTED and job.worker_name and job.worker_name not in live_workers:
         return f"the worker running it ({job.worker_name}) is gone"
     return None
+
+
+def _finished_now(run: StageRun) -> bool:
+    """The run's status read again, outside this pass's transaction (whose snapshot, on SQLite,
+    is as old as its first read): True when a job has finished the stage since."""
+    with db.engine.connect() as connection:
+        status = connection.scalar(select(StageRun.status).where(StageRun.id == run.id))
+    return status is not None and StageStatus(status).finished
 
 
 def _upstream_finished_before(run: StageRun, cutoff: datetime) -> bool:
