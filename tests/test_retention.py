@@ -11,7 +11,7 @@ from rq.cron import CronScheduler
 from sqlalchemy import func, select, update
 
 from webapp.extensions import db
-from webapp.models import Entity, HistoryEvent, IdempotencyKey
+from webapp.models import Assessment, Entity, HistoryEvent, IdempotencyKey, SignInLink
 from webapp.models.base import utcnow
 from webapp.services.history import PER_ASSESSMENT_CAP
 
@@ -122,3 +122,29 @@ def test_the_worker_prunes_on_its_cron_schedule(app, api, worker_factory):
         assert time.monotonic() < deadline, "the scheduled prune did not run"
         time.sleep(0.2)
     assert count_events(app, assessment["id"]) == PER_ASSESSMENT_CAP
+
+
+def test_prune_removes_sign_in_links_a_day_after_they_expired(app, api, runner):
+    assessment = api.start()
+    now = utcnow()
+    with app.app_context():
+        owner = db.session.get(Assessment, assessment["id"]).user_id
+        for expired_ago in (timedelta(days=2), timedelta(hours=23), timedelta(minutes=-5)):
+            db.session.add(
+                SignInLink(
+                    student_id=owner,
+                    assessment_id=assessment["id"],
+                    issued_by_id=owner,
+                    expires_at=now - expired_ago,
+                )
+            )
+        db.session.commit()
+
+    result = runner.invoke(args=["prune"])
+
+    assert result.exit_code == 0, result.output
+    assert "sign-in links expired over a day ago: 1" in result.output
+    with app.app_context():
+        left = db.session.scalars(select(SignInLink.expires_at)).all()
+        db.session.remove()
+    assert sorted(left) == [now - timedelta(hours=23), now + timedelta(minutes=5)]

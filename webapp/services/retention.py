@@ -1,4 +1,5 @@
-"""Retention (SPEC 7): history capped per assessment and kept HISTORY_RETENTION; old keys go.
+"""Retention (SPEC 7): history capped per assessment and kept HISTORY_RETENTION; expired
+idempotency keys go, and sign-in links a day after they expired.
 
 `prune()` is what `flask prune` runs and what the worker schedules every PRUNE_INTERVAL seconds
 (`worker.jobs.scheduled_prune`, an RQ cron job). Running it twice, or in two places at once, is
@@ -17,7 +18,7 @@ from sqlalchemy import delete, func, select
 from webapp.extensions import db
 from webapp.models import HistoryEvent
 from webapp.models.base import utcnow
-from webapp.services import idempotency
+from webapp.services import idempotency, sign_in_links
 from webapp.services.history import PER_ASSESSMENT_CAP
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,14 @@ class PruneReport:
     history_over_cap: int
     history_expired: int
     idempotency_keys_expired: int
+    sign_in_links_expired: int
 
     def __str__(self) -> str:
         return (
             f"history events over the cap of {PER_ASSESSMENT_CAP} per assessment: "
             f"{self.history_over_cap}; history events older than the retention window: "
-            f"{self.history_expired}; expired idempotency keys: {self.idempotency_keys_expired}"
+            f"{self.history_expired}; expired idempotency keys: {self.idempotency_keys_expired}; "
+            f"sign-in links expired over a day ago: {self.sign_in_links_expired}"
         )
 
 
@@ -50,6 +53,7 @@ def prune(now: datetime | None = None) -> PruneReport:
         history_over_cap=cap_history(PER_ASSESSMENT_CAP),
         history_expired=expire_history(now - retention),
         idempotency_keys_expired=idempotency.prune_expired(now),
+        sign_in_links_expired=sign_in_links.prune_expired(now),
     )
     log.info("pruned %s", report)
     return report

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from webapp.errors import Forbidden, ScorelineError, ValidationFailed
 from webapp.extensions import db
@@ -23,6 +23,9 @@ from webapp.services.audit import Action
 
 SALT = "scoreline.sign-in-link"
 MIN_TTL, MAX_TTL = 30, 3600
+# How long a link's row outlives its expiry: until then its page says "expired" (or "used");
+# after, the prune deletes it and its URL is an unknown link. The audit log keeps the record.
+KEPT_AFTER_EXPIRY = timedelta(days=1)
 
 
 class LinkRefused(ScorelineError):
@@ -142,3 +145,12 @@ def _refused(reason: str, link: SignInLink | None = None) -> None:
         entity_id=link.assessment_id if link else "",
         details={"reason": reason, **({"link": link.id} if link else {})},
     )
+
+
+def prune_expired(now) -> int:
+    """Delete the rows of links expired more than KEPT_AFTER_EXPIRY ago; returns how many."""
+    result = db.session.execute(
+        delete(SignInLink).where(SignInLink.expires_at < now - KEPT_AFTER_EXPIRY)
+    )
+    db.session.commit()
+    return result.rowcount or 0
