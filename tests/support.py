@@ -188,6 +188,11 @@ def process_env(base_dir: Path, db_url: str, redis_url: str, **env: str) -> dict
         "PYTHONUNBUFFERED": "1",
         # Many workers run at once here: no metrics port unless a test asks for one.
         "WORKER_METRICS_PORT": "0",
+        # Every test's workers share one database, each on a Redis of its own: a watchdog would
+        # take another test's work for lost (its jobs are in another Redis) and enqueue it where
+        # this test's workers run it with this test's settings. Only tests that ask get one.
+        "WATCHDOG_INTERVAL": "0",
+        "PRUNE_INTERVAL": "0",
         **env,
     }
 

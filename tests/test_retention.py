@@ -111,9 +111,9 @@ def test_the_worker_prunes_on_its_cron_schedule(app, api, worker_factory):
     while not (schedulers := CronScheduler.all(connection=connection)):
         assert time.monotonic() < deadline, "the worker registered no cron scheduler"
         time.sleep(0.1)
+    # Test workers run no watchdog unless asked (tests.support.process_env): the prune alone.
     assert [job.func_name for s in schedulers for job in s.get_jobs()] == [
-        "worker.jobs.scheduled_prune",
-        "worker.jobs.scheduled_reconcile",
+        "worker.jobs.scheduled_prune"
     ]
     # Written after the worker started: only a later, scheduled run can remove them.
     add_events(app, assessment["id"], PER_ASSESSMENT_CAP + 7)
