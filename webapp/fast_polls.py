@@ -203,7 +203,9 @@ class Leases:
             if self._spend(key):  # another thread counted ahead meanwhile
                 return True
             lease = self._leases.get(key)
-            left = lease.remaining if lease is not None else item.amount
+            # What the window had left when last counted; a new window has the whole limit.
+            fresh = lease is None or lease.until <= time.time()
+            left = item.amount if fresh else lease.remaining
             size = max(1, min(item.amount // LEASE_SHARE, left // 4))
             if not strategy.hit(item, *args, cost=size):
                 with self._lock:
