@@ -20,8 +20,18 @@ DEFAULT_QUEUE = "default"
 POP_TO_START = 1.0
 # Every queue the app enqueues on; `python -m worker` listens on all of them, in this order.
 QUEUE_NAMES: tuple[str, ...] = (SCORING_QUEUE, WEBHOOKS_QUEUE, DEFAULT_QUEUE)
-# Job states from which a job will still run (or is running) by itself.
-ALIVE = frozenset({JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.STARTED})
+# Job states from which a job will still run (or is running) by itself. READY_TO_ENQUEUE: its
+# dependencies are done and RQ enqueues it next (or, when RQ's WATCH race leaves it there, a
+# worker's `drain_ready` after its next job; the watchdog catches one left past its grace).
+ALIVE = frozenset(
+    {
+        JobStatus.QUEUED,
+        JobStatus.DEFERRED,
+        JobStatus.READY_TO_ENQUEUE,
+        JobStatus.SCHEDULED,
+        JobStatus.STARTED,
+    }
+)
 
 # What the app enqueues, by dotted name: every RQ entry point is a function of worker/jobs.py,
 # and the web app never imports the worker (RQ resolves the name in the worker process).

@@ -248,7 +248,8 @@ def _why_lost(run: StageRun, connection, live_workers: set[str], cutoff) -> str 
         if _finished_now(run):
             return None  # its job finished it after this pass read the run
         return f"its job ended as {status} without finishing the stage"
-    if status == JobStatus.DEFERRED and _upstream_finished_before(run, cutoff):
+    waiting = (JobStatus.DEFERRED, JobStatus.READY_TO_ENQUEUE)
+    if status in waiting and _upstream_finished_before(run, cutoff):
         return "the stages it waits for finished, but its job was never released"
     if status == JobStatus.QUEUED and run.enqueued_at < cutoff and popped_and_abandoned(job):
         return "its job was taken off the queue by a worker that died before starting it"
