@@ -49,7 +49,11 @@ class Planned:
     webhook_id: str
     keys: list[str]
     holder: str | None = None  # the job holding the target's slot for it (the one running)
-    taken_along: bool = False  # owned by a queued job this one took (relay.take_queued)
+
+    @property
+    def taken_along(self) -> bool:
+        """Owned by a queued job the running one took along (relay.take_queued)."""
+        return self.job_id != self.holder
 
 
 def attempt(delivery_id: int, job_id: str | None) -> None:
@@ -89,7 +93,7 @@ def attempt_all(delivery_ids: list[int], job_id: str | None) -> None:
     for planned in waiting:  # in the target's line, or now if a slot came free meanwhile
         fresh = _defer(planned, timeout)
         if fresh is not None:
-            again = dataclasses.replace(planned, job_id=fresh, holder=fresh, taken_along=False)
+            again = dataclasses.replace(planned, job_id=fresh, holder=fresh)
             sent += _attempt_group(None, [again], timeout, guard)
     recording.record_all(sent)
     if failure is not None:
@@ -159,7 +163,6 @@ def _plan(owners: dict[int, str | None], holder: str | None) -> list[Planned]:
                 webhook_id=delivery.event.webhook_id,
                 keys=signing_keys(delivery),
                 holder=holder,
-                taken_along=job_id != holder,
             )
         )
     db.session.commit()  # end the read transaction: nothing is held while requests are out
